@@ -1,0 +1,184 @@
+"""The ``bnnflow`` command line.
+
+Each subcommand parses its options and calls one stage function; the same
+functions are what the tests call. A :class:`BnnflowError` is printed as one
+line ``bnnflow: error: ...`` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from bnnflow.errors import BnnflowError
+
+Handler = Callable[[argparse.Namespace], int]
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
+
+
+def command(name: str, setup: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
+    """Register a subcommand: ``setup`` adds its options, the decorated function runs it."""
+
+    def register(fn: Handler) -> Handler:
+        _COMMANDS[name] = (setup, fn)
+        return fn
+
+    return register
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
+
+
+# ---------------------------------------------------------------- train
+def _train_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="architecture: tfc sfc lfc cnv nin vgg11 resnet18")
+    p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, state.pt)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr-min", type=float, default=0.0)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="comma-separated per-layer widths (default: the architecture's)")
+    p.add_argument("--no-augment", action="store_true", help="no CIFAR-10 crop/flip augmentation")
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="per-epoch accuracy on the first N test images (the final one uses all)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
+    _data_dir_option(p)
+
+
+@command("train", _train_opts)
+def _train(a: argparse.Namespace) -> int:
+    from bnnflow.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        arch=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min=a.lr_min,
+        schedule=a.schedule, weight_decay=a.weight_decay, seed=a.seed,
+        augment=False if a.no_augment else None, widths=a.widths, train_limit=a.train_limit,
+        eval_limit=a.eval_limit, data_dir=str(a.data_dir) if a.data_dir else None,
+    )
+    train(cfg, a.out, resume=a.resume, init_from=a.init_from)
+    return 0
+
+
+# ---------------------------------------------------------------- info / eval
+def _info_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """What ``bnnflow info`` reports: architecture, widths, data set, stored accuracy, pruning."""
+    from bnnflow import checkpoint
+
+    raw = checkpoint.read_raw(path)
+    model, meta = checkpoint.from_dict(raw, str(path))
+    info: dict[str, Any] = {
+        "model": raw["arch"],
+        "dataset": raw["dataset"],
+        "widths": list(raw["widths"]),
+        "width_names": model.width_names(),
+        "default_widths": list(model.default_widths),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "accuracy": meta.get("accuracy"),
+        "n": meta.get("n"),
+        "epochs": meta.get("epochs"),
+        "wall_time_s": meta.get("wall_time_s"),
+        "train": meta.get("train"),
+    }
+    if "pruning" in meta:
+        info.update(meta["pruning"])
+    return info
+
+
+@command("info", _info_opts)
+def _info(a: argparse.Namespace) -> int:
+    info = checkpoint_info(a.checkpoint)
+    if a.json:
+        _print_json(info)
+    else:
+        acc = info["accuracy"]
+        print(f"{a.checkpoint}: {info['model']} on {info['dataset']}")
+        print("  widths: " + ", ".join(f"{n}={w}" for n, w in zip(info["width_names"], info["widths"])))
+        print(f"  parameters: {info['parameters']:,}")
+        print(f"  accuracy: {acc:.4f} on {info['n']} test images" if acc is not None else "  accuracy: -")
+        if info.get("pfr") is not None:
+            print(f"  pruned: {info['method']} PFR {info['pfr']:.4f}")
+    return 0
+
+
+def _eval_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--json", action="store_true")
+    _data_dir_option(p)
+
+
+@command("eval", _eval_opts)
+def _eval(a: argparse.Namespace) -> int:
+    from bnnflow import checkpoint, data
+    from bnnflow.evaluate import accuracy
+
+    model, meta = checkpoint.load(a.checkpoint)
+    split = data.load(model.dataset, "test", a.data_dir).subset(a.limit)
+    acc = accuracy(model, split, show_progress=not a.json)
+    out = {"model": model.arch, "dataset": model.dataset, "widths": list(model.widths),
+           "accuracy": acc, "n": len(split), "stored_accuracy": meta.get("accuracy")}
+    if a.json:
+        _print_json(out)
+    else:
+        print(f"{a.checkpoint}: {model.arch} accuracy {acc:.4f} on {len(split)} {model.dataset} test images")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+def _load_plugins() -> None:
+    """Import the modules that register the later pipeline stages' subcommands."""
+    import importlib
+
+    for name in ("prune.cli", "build_flows.cli", "hw.cli"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    p = argparse.ArgumentParser(prog="bnnflow", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, (setup, fn) in _COMMANDS.items():
+        sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)
+        setup(sp)
+        sp.set_defaults(handler=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BnnflowError as exc:
+        print(f"bnnflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bnnflow: interrupted (a run folder can be continued with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
