@@ -29,5 +29,36 @@ test-slow: $(STAMP)
 build-pynq: $(STAMP)
 	$(BIN)/bnnflow build $(MODEL) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)
 
+# Resource report: the shipped unpruned and pruned CNV on $(BOARD) at the same TARGET_FPS,
+# side by side (reports/cnv/report.md, .html, PNGs), plus a throughput sweep of both
+# (equal FPS and equal resources; reports/cnv/sweep/). No Vivado needed.
+CNV        ?= models/zoo/cnv_w1a1.pt
+CNV_PRUNED ?= models/zoo/cnv_w1a1_pruned.pt
+REPORT_OUT ?= reports/cnv
+SWEEP_FPS  ?= 1000,2000,4000
+
+.PHONY: report
+report: $(STAMP)
+	@test -f $(CNV) || { echo "make report: $(CNV) not found (the shipped CNV checkpoint; train it with bnnflow train --model cnv)"; exit 2; }
+	@test -f $(CNV_PRUNED) || { echo "make report: $(CNV_PRUNED) not found (the shipped pruned CNV; create it with bnnflow prune, or point CNV_PRUNED at a pruned checkpoint)"; exit 2; }
+	$(BIN)/bnnflow build $(CNV) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_unpruned
+	$(BIN)/bnnflow build $(CNV_PRUNED) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_pruned
+	$(BIN)/bnnflow report $(OUT)/report/cnv_unpruned $(OUT)/report/cnv_pruned --labels unpruned,pruned --out $(REPORT_OUT)
+	$(BIN)/bnnflow sweep $(CNV) $(CNV_PRUNED) --labels unpruned,pruned --board $(BOARD) --fps $(SWEEP_FPS) --out $(OUT)/report/sweep
+	mkdir -p $(REPORT_OUT)/sweep
+	cp $(OUT)/report/sweep/sweep.md $(OUT)/report/sweep/sweep.html $(OUT)/report/sweep/sweep.png $(OUT)/report/sweep/sweep.json $(REPORT_OUT)/sweep/
+
 clean:
-	rm -rf build runs reports .pytest_cache
+	rm -rf build runs reports/cnv .pytest_cache
+
+# Docker image (docker/build.sh: docker if an engine answers, else podman; see
+# docker/README-section.md). IMAGE names the image; the selftest needs the data.
+IMAGE   ?= bnnflow
+BNNFLOW_DATA_DIR ?= $(abspath ../shared/data)
+.PHONY: docker docker-selftest
+
+docker:
+	IMAGE=$(IMAGE) docker/build.sh runtime
+
+docker-selftest:
+	IMAGE=$(IMAGE) BNNFLOW_DATA_DIR=$(BNNFLOW_DATA_DIR) docker/build.sh selftest

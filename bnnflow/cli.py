@@ -149,7 +149,7 @@ def _load_plugins() -> None:
     """Import the modules that register the later pipeline stages' subcommands."""
     import importlib
 
-    for name in ("prune.cli", "build_flows.cli", "hw.cli"):
+    for name in ("prune.cli", "build_flows.cli", "hw.cli", "reports.cli"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:

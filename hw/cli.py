@@ -1,0 +1,95 @@
+"""``bnnflow sim``: run the bit-exact simulator on a build folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bnnflow.cli import command
+from bnnflow.errors import BnnflowError
+
+
+def _opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("build_dir", type=Path, metavar="DIR", help="build folder written by `bnnflow build`")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
+    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--from-artifacts", action="store_true",
+                   help="take weights and thresholds from the generated files instead of the graph")
+    p.add_argument("--finn-limit", type=int, default=10,
+                   help="images also run through FINN's execute_onnx for agree_with_finn (default 10; 0: skip)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None, help="simulator threads (default: all cores)")
+    p.add_argument("--input", type=Path, default=None,
+                   help=".npy inputs in the build's input layout (N, ...); simulate them instead of the test set")
+    p.add_argument("--output", type=Path, default=None, help="where --input's outputs are written (.npy)")
+    p.add_argument("--wrap-accumulators", action="store_true",
+                   help="model the hardware's fixed-width accumulators (wrap on overflow of accDataType) "
+                        "instead of FINN's unbounded Python semantics")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """Write atomically: a temp file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BnnflowError(f"{path}: cannot read as a .npy array ({exc}); save inputs with numpy.save") from exc
+
+
+@command("sim", _opts)
+def _sim(a: argparse.Namespace) -> int:
+    """Simulate a build bit-exactly (test-set accuracy, agreement with FINN and PyTorch, cycles)."""
+    from hw import run
+
+    if a.threads is not None:
+        import numba
+
+        numba.set_num_threads(max(1, min(a.threads, numba.config.NUMBA_NUM_THREADS)))
+    if a.input is not None or a.output is not None:
+        if a.input is None or a.output is None:
+            raise BnnflowError("--input and --output go together: `bnnflow sim DIR --input X.npy --output Y.npy`")
+        x = _load_npy(a.input)
+        y = run.simulate_arrays(a.build_dir, x, a.from_artifacts, a.batch_size, a.wrap_accumulators)
+        _save_npy(a.output, y)
+        info = {"input": str(a.input), "output": str(a.output), "n": int(len(x)), "output_shape": list(y.shape)}
+        print(json.dumps(info, indent=2) if a.json else f"wrote {a.output}: outputs {tuple(y.shape)}")
+        return 0
+    rep = run.sim_report(a.build_dir, a.data_dir, a.limit, a.from_artifacts, a.finn_limit, a.batch_size,
+                         a.wrap_accumulators)
+    if a.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+    else:
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4f}"
+
+        print(f"{rep['build']}: {rep['dataset']} test, {rep['n']} images, weights from {rep['weights_from']}")
+        print(f"  accuracy {pct(rep['accuracy'])}   agree_with_finn {pct(rep['agree_with_finn'])} "
+              f"(on {rep['finn_n']})   agree_with_torch {pct(rep['agree_with_torch'])}")
+        print(f"  simulator {rep['images_per_s']:.0f} images/s")
+        c = rep["cycles"]
+        print(f"  cycles: II {c['initiation_interval_cycles']} ({c['bottleneck']}), latency {c['latency_cycles']}, "
+              f"{rep['fps_estimate']:.0f} FPS at {c['clock_ns']} ns")
+        if rep["accumulator_overflows"]:
+            print(f"  WARNING accumulators outside FINN's accDataType (the hardware wraps) in "
+                  f"{rep['images_with_accumulator_overflow']} images: {rep['accumulator_overflows']}")
+        for m in rep["artifact_mismatches"]:
+            print(f"  MISMATCH {m}")
+    return 1 if rep["artifact_mismatches"] else 0
