@@ -1,0 +1,88 @@
+"""``bnnflow export`` and ``bnnflow build``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bnnflow.cli import _data_dir_option, command
+from build_flows.boards import BOARDS
+
+
+def _export_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="QONNX file to write")
+    p.add_argument("--check", type=int, default=200, metavar="N",
+                   help="compare with Brevitas on the first N test images (default 200; 0: no check)")
+    _data_dir_option(p)
+
+
+@command("export", _export_opts)
+def _export(a: argparse.Namespace) -> int:
+    """Export a checkpoint to QONNX (UINT8 input, TopK) and check it against Brevitas."""
+    from build_flows.export import export
+
+    r = export(a.checkpoint, a.out, n_check=a.check, data_dir=a.data_dir)
+    print(f"{r.path}: QONNX written")
+    if r.n:
+        print(f"  QONNX vs Brevitas on {r.n} {r.images} images: top-1 identical on "
+              f"{r.top1_agreement:.1%}, max logit difference {r.max_logit_diff:.3g}")
+    return 0
+
+
+def _build_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", type=Path, help="bnnflow checkpoint (.pt) or QONNX file (.onnx) of a W1A1 net")
+    p.add_argument("--board", required=True, choices=BOARDS)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target-fps", type=float, help="fold automatically for this throughput (FINN's SetFolding)")
+    g.add_argument("--folding", type=Path, help="FINN folding JSON keyed by finn-plus node names")
+    p.add_argument("--clock-ns", type=float, default=10.0, help="target clock period (default 10 ns)")
+    p.add_argument("--lower-to-fit", action="store_true",
+                   help="lower the target FPS until FINN's estimates fit the board (default: refuse)")
+    p.add_argument("--check", type=int, default=100, metavar="N",
+                   help="for a checkpoint: compare its QONNX export with Brevitas on N test images")
+    p.add_argument("--out", type=Path, required=True, help="build folder (FINN's layout + manifest.json)")
+    _data_dir_option(p)
+
+
+@command("build", _build_opts)
+def _build(a: argparse.Namespace) -> int:
+    """Compile a W1A1 network into a FINN dataflow accelerator for a PYNQ board."""
+    from build_flows.build import build
+
+    tfps = None if a.target_fps is None else (int(a.target_fps) if a.target_fps.is_integer() else a.target_fps)
+    r = build(a.input, a.board, a.out, target_fps=tfps, folding=a.folding, clock_ns=a.clock_ns,
+              lower_to_fit=a.lower_to_fit, n_check=a.check, data_dir=a.data_dir)
+    for line in summary_lines(r.manifest, r.out_dir):
+        print(line)
+    return 0
+
+
+def summary_lines(m: dict, out_dir: Path) -> list[str]:
+    """The short summary ``bnnflow build`` prints."""
+    est, cap = m["estimates"], m["capacity"]
+    t = est["totals"]
+    acc = m.get("accuracy")
+    lines = [f"{m['input']} -> {out_dir} ({m['board']}, {m['part']}, {1000.0 / m['clock_ns']:g} MHz)"]
+    if acc is not None:
+        lines.append(f"  accuracy: {acc:.2%} on {m.get('accuracy_n')} {m.get('dataset')} test images (checkpoint)")
+    if m.get("export_check") and m["export_check"]["n"]:
+        e = m["export_check"]
+        lines.append(f"  QONNX vs Brevitas: top-1 identical on {e['top1_agreement']:.1%} of {e['n']} "
+                     f"{e['images']} images, max logit difference {e['max_logit_diff']:.3g}")
+    for note in m.get("input_notes", []):
+        lines.append(f"  input: {note}")
+    target = m["target_fps"]
+    if target is not None and m["target_fps_used"] != target:
+        lines.append(f"  target FPS lowered from {target:g} to {m['target_fps_used']:g} to fit the board")
+    lines.append(f"  estimated: {est['estimated_throughput_fps']:,.0f} FPS (bottleneck {est['max_cycles_node_name']}, "
+                 f"{est['max_cycles']:,} cycles), latency {est['estimated_latency_ns'] / 1000:,.1f} us")
+    lines.append(f"  estimated resources: LUT {t.get('LUT', 0):,.0f}/{cap['LUT']:,}, "
+                 f"BRAM18 {t.get('BRAM_18K', 0):,.0f}/{cap['BRAM_18K']:,}, DSP {t.get('DSP', 0):,.0f}/{cap['DSP']:,}")
+    lines.append(f"  outputs: {out_dir}/report/ (estimates), {out_dir}/{m['outputs']['codegen_dir']}/ "
+                 f"(generated code), {out_dir}/intermediate_models/, {out_dir}/manifest.json")
+    lines.append(f"  build time: {m['wall_time_s']:.1f} s")
+    for skip in m.get("skipped", []):
+        lines.append(f"  {skip['reason']}: stopped after code generation; these steps need Vivado: "
+                     f"{', '.join(skip['steps'])}")
+    return lines

@@ -1,0 +1,124 @@
+"""Folding with the board in mind: folding JSON checks and the resource budget.
+
+Auto-folding for a target FPS is FINN's own ``SetFolding`` (builder step
+``step_target_fps_parallelization``): it only tries PE/SIMD values that divide
+the layer's dimensions, so pruned widths with few divisors end at PE/SIMD 1 or
+the full width (the cycle estimate then shows it). What FINN does not do is
+hold the result against the board: :func:`over_budget` compares the estimated
+totals (``report/estimate_layer_resources.json``) with the board's capacity,
+and :func:`lowered_target` proposes the next, lower target FPS when the
+builder is asked to fit.
+
+A folding JSON is FINN's format (``{"Defaults": {...}, "<node>": {"PE": 4,
+"SIMD": 8, ...}}``) keyed by finn-plus's node names, i.e. the names of the
+specialized graph (``MVAU_hls_0``, ``ConvolutionInputGenerator_rtl_0``,
+``Pool_hls_0``, ...). finn-plus lowers MaxPool to a sliding-window generator
+plus a ``Pool`` node, so files written for upstream FINN (``StreamingMaxPool``)
+name nodes that do not exist; :func:`check_folding` says so before FINN runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bnnflow.errors import BnnflowError
+from build_flows.boards import RESOURCES, Board
+
+#: Which node attribute each folding factor must divide, by op type (without _hls/_rtl).
+DIVIDES: dict[str, dict[str, str]] = {
+    "MVAU": {"PE": "MH", "SIMD": "MW"},
+    "VVAU": {"PE": "Channels"},
+    "ConvolutionInputGenerator": {"SIMD": "IFMChannels"},
+    "Thresholding": {"PE": "NumChannels"},
+    "Pool": {"PE": "Channels"},
+    "LabelSelect": {"PE": "Labels"},
+    "FMPadding": {"SIMD": "NumChannels"},
+    "StreamingMaxPool": {"PE": "NumChannels"},
+    "ChannelwiseOp": {"PE": "NumChannels"},
+}
+
+
+def _base_op(op_type: str) -> str:
+    for suffix in ("_hls", "_rtl"):
+        if op_type.endswith(suffix):
+            return op_type[: -len(suffix)]
+    return op_type
+
+
+def read_folding(path: Path) -> dict[str, Any]:
+    """Load a folding JSON file (FINN's format) or say what is wrong with it."""
+    if not path.is_file():
+        raise BnnflowError(f"{path}: folding file not found")
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BnnflowError(f"{path}: not a valid JSON folding file ({exc})") from None
+    if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
+        raise BnnflowError(f"{path}: a folding file maps node names to attribute objects, "
+                           'e.g. {"MVAU_hls_0": {"PE": 4, "SIMD": 8}}')
+    return cfg
+
+
+def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
+    """Check a folding config against the specialized graph (a qonnx ModelWrapper).
+
+    Every named node must exist; PE and SIMD must be positive integers that
+    divide the dimension they fold (MH/MW for an MVAU, the channel count for
+    sliding windows, pooling, thresholds). Raises one BnnflowError naming the
+    node and the values.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    nodes = {n.name: n for n in graph.graph.node}
+    unknown = [k for k in cfg if k != "Defaults" and k not in nodes]
+    if unknown:
+        raise BnnflowError(
+            f"{path}: no node named {', '.join(unknown)} in this network's accelerator; its nodes are "
+            f"{', '.join(nodes)} (finn-plus names, e.g. MaxPool becomes ConvolutionInputGenerator + Pool)")
+    for name, attrs in cfg.items():
+        if name == "Defaults":
+            continue
+        node = nodes[name]
+        rules = DIVIDES.get(_base_op(node.op_type), {})
+        for factor in ("PE", "SIMD"):
+            if factor not in attrs:
+                continue
+            val = attrs[factor]
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise BnnflowError(f"{path}: {name}: {factor} must be a positive integer, got {val!r}")
+            if factor in rules:
+                dim_name = rules[factor]
+                dim = int(getCustomOp(node).get_nodeattr(dim_name))
+                if dim % val:
+                    divisors = [d for d in range(1, dim + 1) if dim % d == 0]
+                    raise BnnflowError(
+                        f"{path}: {name}: {factor}={val} does not divide {dim_name}={dim}; "
+                        f"use one of {divisors}")
+
+
+def over_budget(totals: dict[str, float], board: Board) -> list[str]:
+    """Resources whose estimated total exceeds the board, as 'LUT 61,234 > 53,200' strings."""
+    out = []
+    for r in RESOURCES:
+        used, cap = float(totals.get(r, 0.0)), board.capacity.get(r, 0)
+        if used > cap:
+            out.append(f"{r} {used:,.0f} > {cap:,}")
+    return out
+
+
+def utilization(totals: dict[str, float], board: Board) -> dict[str, float]:
+    """Estimated fraction of the board used, per resource the board has."""
+    return {r: float(totals.get(r, 0.0)) / board.capacity[r] for r in RESOURCES if board.capacity.get(r)}
+
+
+def lowered_target(target_fps: float, totals: dict[str, float], board: Board) -> int:
+    """The next target FPS to try when ``target_fps`` does not fit.
+
+    Scales by the worst over-use ratio (resources grow at most about linearly
+    with parallelism) and by at least 0.8, so a search ends in a few builds.
+    """
+    worst = max(float(totals.get(r, 0.0)) / board.capacity[r] for r in RESOURCES if board.capacity.get(r))
+    factor = min(0.8, 1.0 / worst) if worst > 0 else 0.8
+    return max(1, int(target_fps * factor))

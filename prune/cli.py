@@ -1,0 +1,55 @@
+"""``bnnflow prune``: learned (main/subsidiary) or baseline filter pruning of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bnnflow.cli import command
+
+
+def _opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="bnnflow checkpoint to prune")
+    p.add_argument("--method", default="subsidiary",
+                   help="subsidiary (learned, default) | msf-layerwise | msf-cascade | random")
+    p.add_argument("--target-pfr", required=True,
+                   help="pruned-filter ratio in [0, 1): one number for every prunable layer, "
+                        "LAYER=RATIO pairs (fc1=0.6,fc2=0.4) or a .json file of them")
+    p.add_argument("--granularity", type=int, default=1,
+                   help="every kept filter count is a multiple of this (FINN PE/SIMD)")
+    p.add_argument("--out", type=Path, required=True, help="pruned checkpoint (.pt)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="stage checkpoints and report (default: OUT without .pt, plus .prune)")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="run at most N stages now (continue later with --resume)")
+    p.add_argument("--stage-samples", type=int, default=10000,
+                   help="training images per stage, a fresh random subset each (0: all)")
+    p.add_argument("--sub-epochs", type=int, default=1, help="passes per subsidiary (gate) step")
+    p.add_argument("--stage-epochs", type=int, default=1, help="passes per retraining step")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr-sub", type=float, default=1e-4, help="learning rate of the gate parameters")
+    p.add_argument("--lr-main", type=float, default=1e-3, help="learning rate of the retraining steps")
+    p.add_argument("--kd-weight", type=float, default=1.0, help="distillation weight (0: off)")
+    p.add_argument("--kd-temp", type=float, default=4.0, help="distillation temperature")
+    p.add_argument("--sparsity", type=float, default=0.0, help="kept-filter penalty lambda (0: off)")
+    p.add_argument("--eval-limit", type=int, default=2000, help="test images for per-stage accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", type=Path, default=None)
+
+
+@command("prune", _opts)
+def _prune(a: argparse.Namespace) -> int:
+    """Prune filters of a checkpoint (learned main/subsidiary method or a baseline)."""
+    from prune.pipeline import prune_checkpoint
+    from prune.schedule import PruneConfig
+
+    cfg = PruneConfig(
+        method=a.method, target_pfr=a.target_pfr, granularity=a.granularity,
+        stage_samples=a.stage_samples or None, sub_epochs=a.sub_epochs, main_epochs=a.stage_epochs,
+        batch_size=a.batch_size, lr_sub=a.lr_sub, lr_main=a.lr_main, kd_weight=a.kd_weight,
+        kd_temp=a.kd_temp, sparsity=a.sparsity, eval_limit=a.eval_limit,
+        seed=a.seed, data_dir=str(a.data_dir) if a.data_dir else None,
+    )
+    prune_checkpoint(a.checkpoint, cfg, a.out, a.work_dir, resume=a.resume, max_stages=a.stop_after)
+    return 0

@@ -1,0 +1,95 @@
+"""``bnnflow prune`` as one function: checkpoint in, pruned checkpoint and report out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from bnnflow import checkpoint
+from bnnflow.errors import BnnflowError
+from bnnflow.evaluate import accuracy
+from models.nets import BinaryNet
+from prune import pfr, report
+from prune.removal import physically_prune
+from prune.schedule import Pruner, PruneConfig
+
+
+def default_work_dir(out: Path) -> Path:
+    """Where stage checkpoints and the report go unless told: ``OUT`` without suffix + ``.prune``."""
+    return out.with_name(out.stem + ".prune")
+
+
+@torch.no_grad()
+def check_exact(gated: BinaryNet, pruned: BinaryNet, x: torch.Tensor) -> float:
+    """Largest logit difference between the gated and the pruned network on ``x``; raises if
+    any prediction differs (that would be a bug in the removal, not a user error)."""
+    gated.eval()
+    a, b = gated(x), pruned(x)
+    if not torch.equal(a.argmax(1), b.argmax(1)):
+        raise AssertionError("physically pruned network disagrees with the gated one")
+    return float((a - b).abs().max())
+
+
+def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Remove the gated filters for real, evaluate on the whole test set, write OUT and the report."""
+    net, gates = pruner.net, pruner.gates
+    pruned = physically_prune(net, gates)
+    x = torch.from_numpy(pruner.monitor.images[:500]).float() / 255.0
+    diff = check_exact(net, pruned, x)
+    acc = accuracy(pruned, pruner.test_split, show_progress=True)
+    kept = {layer.name: pruned.widths[layer.width_index] for layer, _ in gates}
+    history = pruner.history
+    info = {
+        "pfr": pfr.pfr(pruner.original, kept),
+        "method": pruner.cfg.method,
+        "kept": kept,
+        "original_widths": list(net.widths),
+        "target_pfr": pruner.cfg.target_pfr,
+        "granularity": pruner.cfg.granularity,
+        "prunable_filters": sum(pruner.original.values()),
+        "pruned_filters": sum(pruner.original.values()) - sum(kept.values()),
+        "source": source_path,
+        "source_accuracy": pruner.source_meta.get("accuracy"),
+        "source_n": pruner.source_meta.get("n"),
+        "removed_constants": {layer.name: {"+1": int((gate.const[~gate.keep] > 0).sum()),
+                                           "-1": int((gate.const[~gate.keep] < 0).sum())}
+                              for layer, gate in gates},
+        "max_logit_diff_gated_vs_pruned": diff,
+        "config": asdict(pruner.cfg),
+        "history": history,
+        "wall_time_s": round(pruner.wall, 1),
+    }
+    meta = {"accuracy": acc, "n": len(pruner.test_split), "pruning": info,
+            "train": pruner.source_meta.get("train"), "wall_time_s": round(pruner.wall, 1)}
+    checkpoint.save(pruned, meta, out)
+    source_acc = accuracy(pruner.teacher, pruner.test_split)
+    summary = {"arch": net.arch, "source": source_path, "source_accuracy": source_acc, "out": str(out),
+               "accuracy": acc, "n": len(pruner.test_split), "widths": list(pruned.widths),
+               "wall_time_s": pruner.wall, "pruning": info}
+    paths = report.write(summary, pruner.work_dir)
+    log(f"{net.arch} {pruner.cfg.method}: PFR {info['pfr']:.4f}, accuracy {acc:.4f} "
+        f"(unpruned {source_acc:.4f}) on {len(pruner.test_split)} images -> {out}; report {paths['md']}")
+    return summary
+
+
+def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_dir: Path | str | None = None,
+                     resume: bool = False, max_stages: int | None = None,
+                     log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Prune the checkpoint ``ckpt``; returns the run summary, or None if stopped after ``max_stages``."""
+    cfg.validate()
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise BnnflowError(f"--out {out}: give a .pt file name for the pruned checkpoint")
+    source = checkpoint.read_raw(ckpt)
+    pruner = Pruner(source, cfg, work_dir if work_dir is not None else default_work_dir(out), log)
+    if resume:
+        if not pruner.resume():
+            log(f"no {pruner.state_path} yet: starting from the first stage")
+    if not pruner.run(max_stages):
+        log(f"stopped after stage {pruner.done}/{len(pruner.stages)}; continue with --resume")
+        return None
+    return finish(pruner, str(ckpt), out, log)
+

@@ -1,0 +1,83 @@
+"""The pruning report: per-stage accuracy and PFR as Markdown, JSON and a learning-curve PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """Human-readable report of one run."""
+    p = summary["pruning"]
+    lines = [
+        f"# Pruning report: {summary['arch']} ({p['method']})",
+        "",
+        f"- source: `{summary['source']}` (accuracy {summary['source_accuracy']:.4f} on {summary['n']} test images)",
+        f"- output: `{summary['out']}`: accuracy **{summary['accuracy']:.4f}** on {summary['n']} test images",
+        f"- PFR achieved **{p['pfr']:.4f}** (target {p['target_pfr']}, granularity {p['granularity']}); "
+        f"pruned {p['pruned_filters']} of {p['prunable_filters']} filters of the prunable layers",
+        f"- widths {p['original_widths']} -> {summary['widths']}",
+        f"- wall time {summary['wall_time_s']:.0f} s",
+        "",
+        "| stage | step | accuracy (n) | PFR | kept | wall s |",
+        "|---:|---|---:|---:|---|---:|",
+    ]
+    for row in p["history"]:
+        kept = ", ".join(f"{k}={v}" for k, v in row["kept"].items())
+        lines.append(f"| {row['stage']} | {row['label']} | {row['accuracy']:.4f} ({row['n']}) | "
+                     f"{row['pfr']:.4f} | {kept} | {row['wall_time_s']:.0f} |")
+    lines += ["", f"Per-stage accuracy is on {p['history'][0]['n']} random test images (fixed); "
+              "the final figure on the whole test set.",
+              "", f"Options: `{json.dumps(p['config'], sort_keys=True)}`", ""]
+    if p["method"] in ("msf-layerwise", "msf-cascade", "random"):
+        lines.insert(2, "_Baseline reconstructed from the paper's description (see prune/README.md)._\n")
+    return "\n".join(lines)
+
+
+def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:
+    """Accuracy and PFR after every stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["stage"] for r in history]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(x, [r["accuracy"] for r in history], "o-", label="accuracy (gated net)")
+    ax.set_xlabel("stage")
+    ax.set_ylabel("test accuracy")
+    ax2 = ax.twinx()
+    ax2.step(x, [r["pfr"] for r in history], where="post", color="tab:red", label="PFR")
+    ax2.set_ylabel("pruned-filter ratio", color="tab:red")
+    ax2.set_ylim(0, 1)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r["label"] for r in history], rotation=60, ha="right", fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def write(summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:
+    """Write report.md, report.json and curve.png into ``report_dir``."""
+    paths = {"md": report_dir / "report.md", "json": report_dir / "report.json",
+             "png": report_dir / "curve.png"}
+    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(markdown(summary)))
+    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True)))
+    curve_png(summary["pruning"]["history"], f"{summary['arch']} {summary['pruning']['method']}", paths["png"])
+    return paths

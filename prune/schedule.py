@@ -1,0 +1,302 @@
+"""The pruning run: layer-wise stages, resumable after every stage.
+
+Stages, for the learned method (``subsidiary``) and the layer-wise baselines
+(``msf-layerwise``, ``random``), for every prunable layer i bottom-up:
+
+* ``select i``: choose the kept filters of layer i and fix its gates.
+  ``subsidiary`` first trains the gate parameters ``m_i`` (the main network
+  frozen, in eval mode: BatchNorm uses its running statistics, no dropout;
+  layers below keep their fixed gates, layers above run ungated) with
+  cross-entropy + distillation from the unpruned network + a kept-filter
+  penalty ``lambda * sum_k g_k`` (``--sparsity``, default 0). The gates are
+  budgeted (see :mod:`prune.gates`): exactly the kept count the PFR target and
+  granularity ask for is open at every step, and those filters are kept (PFR
+  control, **our choice**).
+  The baselines pick by L1 norm of latent weights or at random.
+* ``retrain i``: gates fixed; layer i, every layer above it and the
+  classifier retrain (cross-entropy + distillation) at ``lr_main``; layers
+  below stay frozen.
+
+``msf-cascade`` selects every layer by L1 norm at once (``select all``) and
+then retrains all prunable layers upward in as many stages as the layer-wise
+methods have retraining stages, so every method gets the same retraining
+budget **(our choice)**.
+
+After every stage the gated network, its gates and the history are saved to
+``work_dir/state.pt``; a resumed run continues from the last finished stage
+and, since every stage re-seeds its data subset, shuffling and dropout from
+``seed`` and the stage number, ends with the same network as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bnnflow import checkpoint, data
+from bnnflow.errors import BnnflowError
+from bnnflow.evaluate import accuracy
+from bnnflow.train import TrainConfig, train_epoch
+from models.nets import BinaryNet
+from prune import baselines, pfr
+from prune.gates import GateSet
+from prune.topology import unit_at
+
+METHODS = ("subsidiary", "msf-layerwise", "msf-cascade", "random")
+STATE_FORMAT = "bnnflow-prune-state"
+
+
+@dataclass
+class PruneConfig:
+    """Everything that defines a pruning run; stored in the pruned checkpoint's metadata."""
+
+    method: str
+    target_pfr: float | dict[str, float]
+    granularity: int = 1
+    stage_samples: int | None = 10000  # training samples per stage (a fresh random subset each)
+    sub_epochs: int = 1  # passes over the stage samples in a subsidiary step
+    main_epochs: int = 1  # passes over the stage samples in a retraining step
+    batch_size: int = 100
+    lr_sub: float = 1e-4
+    lr_main: float = 1e-3
+    kd_weight: float = 1.0  # weight of T^2 * KL(teacher || student) on softened logits
+    kd_temp: float = 4.0
+    sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
+    gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
+    eval_limit: int | None = 2000  # test images for the per-stage accuracy (final: all)
+    seed: int = 0
+    augment: bool | None = None  # None: on for CIFAR-10
+    data_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise BnnflowError(f"unknown pruning method {self.method!r}: choose one of {', '.join(METHODS)}")
+        self.target_pfr = pfr.parse_target(self.target_pfr)
+        if self.granularity < 1:
+            raise BnnflowError(f"--granularity {self.granularity}: must be a positive integer")
+        if min(self.sub_epochs, self.main_epochs, self.batch_size) < 1 or (
+                self.stage_samples is not None and self.stage_samples < 1):
+            raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str  # select | retrain
+    layer: int  # index into the prunable layers (select: -1 = all at once)
+
+    def label(self, names: list[str]) -> str:
+        return f"{self.kind} {'all' if self.layer < 0 else names[self.layer]}"
+
+
+def stages(method: str, n_layers: int) -> list[Stage]:
+    """The stage list of ``method`` for a network with ``n_layers`` prunable layers."""
+    if method == "msf-cascade":
+        return [Stage("select", -1)] + [Stage("retrain", 0)] * n_layers
+    return [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
+
+
+def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
+    """``n`` samples of ``split`` drawn at random (in their original order)."""
+    if n is None or n >= len(split):
+        return split
+    idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()[:n]
+    idx.sort()
+    return data.Split(np.ascontiguousarray(split.images[idx]), split.labels[idx])
+
+
+def distillation_loss(teacher: BinaryNet, cfg: PruneConfig) -> Callable[..., torch.Tensor]:
+    """Cross-entropy + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(logits, labels)
+        if cfg.kd_weight > 0:
+            with torch.no_grad():
+                t = teacher(inputs)
+            T = cfg.kd_temp
+            kl = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t / T, 1), reduction="batchmean")
+            loss = loss + cfg.kd_weight * T * T * kl
+        return loss
+
+    return loss_fn
+
+
+def _set_trainable(net: BinaryNet, gates: GateSet, from_unit: str | None) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the units from ``from_unit`` on and the classifier."""
+    for p in list(net.parameters()) + list(gates.parameters()):
+        p.requires_grad_(False)
+    if from_unit is None:
+        return []
+    units = net.binary_units()
+    start = units.index(unit_at(net, from_unit))
+    params = [p for u in units[start:] for p in u.parameters()] + list(net.classifier.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+class Pruner:
+    """One pruning run of ``source`` (an unpruned or pruned checkpoint dict)."""
+
+    def __init__(self, source: dict[str, Any], cfg: PruneConfig, work_dir: Path | str,
+                 log: Callable[[str], None] = print) -> None:
+        cfg.validate()
+        self.cfg, self.work_dir, self.log = cfg, Path(work_dir), log
+        self.source = source
+        self.teacher, self.source_meta = checkpoint.from_dict(source, "source checkpoint")
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.net, _ = checkpoint.from_dict(source, "source checkpoint")
+        self.gates = GateSet(self.net, cfg.gate_init)
+        self.names = [layer.name for layer, _ in self.gates]
+        widths = {layer.name: self.net.widths[layer.width_index] for layer, _ in self.gates}
+        self.original = widths
+        self.targets = pfr.kept_counts(widths, cfg.target_pfr, cfg.granularity)
+        self.stages = stages(cfg.method, len(self.names))
+        self.done, self.history, self.wall = 0, [], 0.0
+        dataset = self.net.dataset
+        self.train_split = data.load(dataset, "train", cfg.data_dir)
+        self.test_split = data.load(dataset, "test", cfg.data_dir)
+        # A random subset: CIFAR-10's test split is ordered by class, its first N are one class.
+        self.monitor = _random_subset(self.test_split, cfg.eval_limit, 0)
+
+    # ------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.work_dir / "state.pt"
+
+    def save_state(self) -> None:
+        checkpoint.atomic_torch_save({
+            "format": STATE_FORMAT, "config": asdict(self.cfg), "source": self.source,
+            "done": self.done, "history": self.history, "wall_time_s": self.wall,
+            "net": checkpoint.to_dict(self.net, {}), "gates": self.gates.state_dict(),
+        }, self.state_path)
+
+    def resume(self) -> bool:
+        """Continue from ``state.pt`` if there is one; True if it was loaded."""
+        if not self.state_path.is_file():
+            return False
+        try:
+            state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt files
+            raise BnnflowError(f"{self.state_path}: unreadable pruning state ({type(exc).__name__}); "
+                               "remove it or drop --resume") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise BnnflowError(f"{self.state_path}: not a bnnflow pruning state; remove it or drop --resume")
+        mine = asdict(self.cfg)
+        if state["config"] != mine:
+            diff = sorted(k for k in mine if state["config"].get(k) != mine[k])
+            raise BnnflowError(f"{self.state_path}: was started with other options ({', '.join(diff)}); "
+                               "use the same options, another --work-dir, or drop --resume")
+        if not _same_weights(state["source"], self.source):
+            raise BnnflowError(f"{self.state_path}: prunes another checkpoint; use another --work-dir")
+        net, _ = checkpoint.from_dict(state["net"], str(self.state_path))
+        self.net.load_state_dict(net.state_dict())
+        self.gates.load_state_dict(state["gates"])
+        for _, gate in self.gates:
+            gate.m.requires_grad_(False)
+        self.done, self.history, self.wall = state["done"], list(state["history"]), state["wall_time_s"]
+        self.log(f"resuming after stage {self.done}/{len(self.stages)} ({self.state_path})")
+        return True
+
+    # ------------------------------------------------------------ stages
+    def _record(self, label: str, t0: float, **extra: Any) -> None:
+        kept = self.gates.kept()
+        acc = accuracy(self.net, self.monitor)
+        self.wall += time.time() - t0
+        row = {"stage": self.done + 1, "label": label, "accuracy": acc, "n": len(self.monitor),
+               "pfr": pfr.pfr(self.original, kept), "kept": kept, "wall_time_s": round(self.wall, 1), **extra}
+        self.history.append(row)
+        self.log(f"[{self.done + 1}/{len(self.stages)}] {label}: acc({len(self.monitor)}) {acc:.4f} "
+                 f"PFR {row['pfr']:.4f} [{self.wall:.0f}s]")
+
+    def _train(self, params: list[torch.nn.Parameter], lr: float, epochs: int, stage_no: int,
+               loss_fn: Callable[..., torch.Tensor], desc: str) -> float:
+        split = _random_subset(self.train_split, self.cfg.stage_samples, self.cfg.seed * 7919 + stage_no)
+        tcfg = TrainConfig(arch=self.net.arch, epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
+                           seed=self.cfg.seed * 1009 + stage_no, augment=self.cfg.augment)
+        opt = torch.optim.Adam(params, lr=lr)
+        loss = float("nan")
+        for epoch in range(epochs):
+            loss = train_epoch(self.net, opt, split, tcfg, epoch, torch.device("cpu"), loss_fn, desc=desc)
+        return loss
+
+    def _select_learned(self, i: int, stage_no: int) -> dict[str, Any]:
+        """Subsidiary step: train only layer i's gates, then keep the top filters by m."""
+        layer, gate = self.gates.layers[i], self.gates.gates[i]
+        if self.targets[layer.name] == self.original[layer.name]:  # nothing to prune here
+            gate.fix(torch.ones(self.original[layer.name], dtype=torch.bool))
+            return {}
+        _set_trainable(self.net, self.gates, None)
+        gate.learn(budget=self.targets[layer.name])
+        base = distillation_loss(self.teacher, self.cfg)
+
+        def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            return base(logits, labels, inputs) + self.cfg.sparsity * gate.values().sum()
+
+        # The main network is frozen: eval mode (BatchNorm running statistics, no dropout) on
+        # every forward, although train_epoch switches to training mode.
+        hook = self.net.register_forward_pre_hook(lambda module, _inputs: (module.eval(), None)[1])
+        try:
+            loss = self._train([gate.m], self.cfg.lr_sub, self.cfg.sub_epochs, stage_no, loss_fn,
+                               f"subsidiary {layer.name}")
+        finally:
+            hook.remove()
+        gate.fix(baselines.top_k_mask(gate.m, self.targets[layer.name]))
+        return {"loss": loss}
+
+    def _select_rule(self, layer_ids: list[int], stage_no: int) -> dict[str, Any]:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 104729 + stage_no)
+        for i in layer_ids:
+            layer, gate = self.gates.layers[i], self.gates.gates[i]
+            n = self.original[layer.name]
+            scores = (baselines.random_scores(n, gen) if self.cfg.method == "random"
+                      else baselines.l1_scores(unit_at(self.net, layer.unit)))
+            gate.fix(baselines.top_k_mask(scores, self.targets[layer.name]))
+        return {}
+
+    def run_stage(self, stage: Stage) -> None:
+        t0 = time.time()
+        stage_no = self.done + 1
+        label = stage.label(self.names)
+        if stage.kind == "select":
+            if self.cfg.method == "subsidiary":
+                extra = self._select_learned(stage.layer, stage_no)
+            else:
+                ids = list(range(len(self.names))) if stage.layer < 0 else [stage.layer]
+                extra = self._select_rule(ids, stage_no)
+        else:
+            params = _set_trainable(self.net, self.gates, self.gates.layers[stage.layer].unit)
+            extra = {"loss": self._train(params, self.cfg.lr_main, self.cfg.main_epochs, stage_no,
+                                         distillation_loss(self.teacher, self.cfg), f"retrain {label}")}
+            _set_trainable(self.net, self.gates, None)
+        self._record(label, t0, **extra)
+        self.done += 1
+        self.save_state()
+
+    def run(self, max_stages: int | None = None) -> bool:
+        """Run the remaining stages (at most ``max_stages``); True when all are done."""
+        if self.done == 0 and not self.history:
+            t0 = time.time()
+            self.history.append({"stage": 0, "label": "unpruned", "accuracy": accuracy(self.net, self.monitor),
+                                 "n": len(self.monitor), "pfr": 0.0, "kept": dict(self.original),
+                                 "wall_time_s": 0.0})
+            self.wall += time.time() - t0
+        ran = 0
+        while self.done < len(self.stages) and (max_stages is None or ran < max_stages):
+            self.run_stage(self.stages[self.done])
+            ran += 1
+        return self.done == len(self.stages)
+
+
+def _same_weights(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a["arch"] != b["arch"] or list(a["widths"]) != list(b["widths"]):
+        return False
+    return all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
