@@ -62,6 +62,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 
 @command("train", _train_opts)
 def _train(a: argparse.Namespace) -> int:
+    """Train a zoo network (checkpoint every epoch, --resume)."""
     from bnnflow.train import TrainConfig, train
 
     cfg = TrainConfig(
@@ -106,6 +107,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 
 @command("info", _info_opts)
 def _info(a: argparse.Namespace) -> int:
+    """Show what a checkpoint holds: model, widths, accuracy, pruning."""
     info = checkpoint_info(a.checkpoint)
     if a.json:
         _print_json(info)
@@ -129,6 +131,7 @@ def _eval_opts(p: argparse.ArgumentParser) -> None:
 
 @command("eval", _eval_opts)
 def _eval(a: argparse.Namespace) -> int:
+    """Measure a checkpoint's test-set accuracy."""
     from bnnflow import checkpoint, data
     from bnnflow.evaluate import accuracy
 
@@ -159,7 +162,7 @@ def _load_plugins() -> None:
 
 def parser() -> argparse.ArgumentParser:
     _load_plugins()
-    p = argparse.ArgumentParser(prog="bnnflow", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="bnnflow", description="Train, prune, compile (FINN) and simulate binary neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (setup, fn) in _COMMANDS.items():
         sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)

@@ -137,7 +137,7 @@ def _file_digest(path: Path) -> str:
 
 
 def _decode_cifar_tar(path: Path) -> dict[str, np.ndarray]:
-    """Decode every JPEG of the tar into uint8 arrays, in sorted file order."""
+    """Decode every JPEG of the tar into uint8 arrays, classes interleaved."""
     from PIL import Image  # imported here: only CIFAR-10 needs it
 
     hint = "re-copy the CIFAR-10 JPEG tar or point --data-dir elsewhere"
@@ -162,7 +162,10 @@ def _decode_cifar_tar(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable tar.gz ({exc}); {hint}") from None
     out: dict[str, np.ndarray] = {}
     for split, expected in (("train", 50000), ("test", 10000)):
-        items = sorted(found[split], key=lambda t: t[0])
+        # Interleave the classes (file number first, then class), so that every
+        # prefix ("the first N test images", --limit) is class-balanced; the tar
+        # itself is sorted by class.
+        items = sorted(found[split], key=lambda t: (Path(t[0]).stem, t[1]))
         if len(items) != expected:
             raise DataError(f"{path}: {len(items)} {split} images, expected {expected}; {hint}")
         out[f"{split}_x"] = np.stack([t[2] for t in items]).transpose(0, 3, 1, 2).copy()
@@ -174,7 +177,7 @@ def _load_cifar10(root: Path, split: str) -> Split:
     path = root / _CIFAR_TAR
     if not path.is_file():
         raise DataError(f"{path}: file not found; put {_CIFAR_TAR} there or pass --data-dir")
-    cached = cache_dir() / f"cifar10-{_file_digest(path)}.npz"
+    cached = cache_dir() / f"cifar10-v2-{_file_digest(path)}.npz"
     if not cached.is_file():
         arrays = _decode_cifar_tar(path)
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -187,8 +187,7 @@ def test_folding_pe_not_dividing_mh(tmp_path: Path) -> None:
 
 
 def test_over_budget_target_fps(tmp_path: Path) -> None:
-    if not CNV_CKPT.is_file():
-        pytest.skip(f"{CNV_CKPT} not shipped yet")
+    assert CNV_CKPT.is_file(), f"{CNV_CKPT} is a shipped checkpoint"
     _fails(CNV_CKPT, tmp_path, r"over Pynq-Z1's budget \((LUT|BRAM_18K) .* > .*--lower-to-fit", target_fps=10**6)
 
 
@@ -206,8 +205,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_lower_to_fit_cnv(tmp_path: Path) -> None:
-    if not CNV_CKPT.is_file():
-        pytest.skip(f"{CNV_CKPT} not shipped yet")
+    assert CNV_CKPT.is_file(), f"{CNV_CKPT} is a shipped checkpoint"
     r = build(CNV_CKPT, "Pynq-Z1", tmp_path / "out", target_fps=10**6, lower_to_fit=True, n_check=20)
     m = _check_build(r.out_dir)
     assert m["target_fps_used"] < 10**6 and len(m["folding_tries"]) > 1

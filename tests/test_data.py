@@ -32,6 +32,8 @@ def test_cifar10_shapes_labels_and_range() -> None:
     assert np.array_equal(np.bincount(train.labels), np.full(10, 5000))
     assert np.array_equal(np.bincount(test.labels), np.full(10, 1000))
     assert test.images.dtype == np.uint8 and 0 < test.images.mean() < 255
+    # every prefix is class-balanced (the tar is sorted by class; --limit N must not be)
+    assert np.array_equal(np.bincount(test.labels[:100], minlength=10), np.full(10, 10))
 
 
 def test_batches_are_float_in_unit_range_and_cover_split() -> None:

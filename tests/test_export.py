@@ -21,8 +21,7 @@ BNNFLOW = str(Path(sys.executable).parent / "bnnflow")
 @pytest.mark.parametrize("name,n", [("tfc", 200), ("cnv", 100)])
 def test_export_agrees_with_brevitas_on_real_images(name: str, n: int, tmp_path: Path) -> None:
     ckpt = ZOO / f"{name}_w1a1.pt"
-    if not ckpt.is_file():
-        pytest.skip(f"{ckpt} not shipped yet")
+    assert ckpt.is_file(), f"{ckpt} is a shipped checkpoint"
     out = tmp_path / f"{name}.onnx"
     r = export(ckpt, out, n_check=n)
     assert r.path == out and out.is_file()
