@@ -11,7 +11,6 @@ by default ``../shared/data`` beside the checkout, overridable with
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import struct
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from bnnflow.errors import DataError
+from bnnflow.files import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "BNNFLOW_DATA_DIR"
@@ -127,15 +127,6 @@ def _load_mnist(root: Path, split: str) -> Split:
 _CIFAR_TAR = "cifar10-jpeg.tar.gz"
 
 
-def _file_digest(path: Path) -> str:
-    """Short content hash, so a changed tar invalidates the decoded cache."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
 def _decode_cifar_tar(path: Path) -> dict[str, np.ndarray]:
     """Decode every JPEG of the tar into uint8 arrays, classes interleaved."""
     from PIL import Image  # imported here: only CIFAR-10 needs it
@@ -177,7 +168,7 @@ def _load_cifar10(root: Path, split: str) -> Split:
     path = root / _CIFAR_TAR
     if not path.is_file():
         raise DataError(f"{path}: file not found; put {_CIFAR_TAR} there or pass --data-dir")
-    cached = cache_dir() / f"cifar10-v2-{_file_digest(path)}.npz"
+    cached = cache_dir() / f"cifar10-v2-{sha256_file(path)[:16]}.npz"
     if not cached.is_file():
         arrays = _decode_cifar_tar(path)
         cached.parent.mkdir(parents=True, exist_ok=True)

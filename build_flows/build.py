@@ -36,7 +36,6 @@ put back.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from bnnflow.files import sha256_file
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
 from build_flows import finn_env
@@ -83,14 +83,6 @@ def step_lists() -> tuple[list[str], list[str]]:
 
     free = list(bc.hw_codegen_dataflow_steps)
     return free, [s for s in bc.default_build_dataflow_steps if s not in free]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_json(path: Path) -> Any:
@@ -314,12 +306,12 @@ def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_
     ran = list(runner.durations)
     m: dict[str, Any] = {
         "format": "bnnflow-build", "version": 1,
-        "input": str(src.absolute()), "input_kind": inp.kind, "input_sha256": _sha256(src),
+        "input": str(src.absolute()), "input_kind": inp.kind, "input_sha256": sha256_file(src),
         "board": board.name, "part": board.part, "capacity": board.capacity, "clock_ns": clock_ns,
         "target_fps": target_fps, "target_fps_used": tries[-1]["target_fps"],
         "lower_to_fit": lower_to_fit, "folding_tries": tries,
         "folding_file": str(folding.absolute()) if folding else None,
-        "folding_file_sha256": _sha256(folding) if folding else None,
+        "folding_file_sha256": sha256_file(folding) if folding else None,
         "folding_applied": "report/auto_folding_config.json" if target_fps else "report/applied_folding_config.json",
         "dataset": inp.dataset, "arch": inp.arch, "widths": inp.widths,
         "accuracy": inp.meta.get("accuracy"), "accuracy_n": inp.meta.get("n"),

@@ -15,13 +15,13 @@ marked builds and redoes unmarked (interrupted) ones, so a sweep resumes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bnnflow.files import sha256_file
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
 from reports import plots, render
@@ -36,14 +36,6 @@ class Net:
     label: str
     input_path: Path
     builds: list[Build]  # one per target FPS, in the order given
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fps_dir_name(fps: float) -> str:
@@ -82,7 +74,7 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
         if not p.is_file():
             raise BnnflowError(f"{p}: file not found (give a checkpoint or QONNX model to sweep)")
     names = _labels(inputs, labels)
-    hashes = {p: _sha256(p) for p in inputs}
+    hashes = {p: sha256_file(p) for p in inputs}
     jobs = [(name, p, f) for name, p in zip(names, inputs) for f in fps]
     build = None
     reused = 0

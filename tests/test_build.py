@@ -17,8 +17,7 @@ import onnx
 import pytest
 import torch
 
-import models
-from bnnflow import checkpoint
+from helpers import save_random_net
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
 
@@ -29,19 +28,6 @@ BNNFLOW = str(Path(sys.executable).parent / "bnnflow")
 NARROW_CNV = [16, 16, 32, 32, 32, 32, 64, 64]
 MANIFEST_KEYS = {"input", "input_sha256", "board", "part", "clock_ns", "steps", "tools", "skipped", "estimates",
                  "outputs", "vivado", "target_fps", "dataset"}
-
-
-def _random_cnv(path: Path, widths: list[int], seed: int = 1) -> Path:
-    torch.manual_seed(seed)
-    model = models.build("cnv", widths=widths).eval()
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            mod.running_mean.uniform_(-3.0, 3.0)
-            mod.running_var.uniform_(0.5, 4.0)
-            mod.weight.data.uniform_(0.2, 1.0)
-            mod.bias.data.uniform_(-1.0, 1.0)
-    checkpoint.save(model, {"accuracy": None, "n": 0}, path)
-    return path
 
 
 def _brevitas_qonnx(name: str, path: Path) -> Path:
@@ -98,7 +84,7 @@ def test_tfc_build_complete(tfc: Path) -> None:
 
 
 def test_narrow_cnv_build(tmp_path: Path) -> None:
-    ckpt = _random_cnv(tmp_path / "cnv.pt", NARROW_CNV)
+    ckpt = save_random_net("cnv", NARROW_CNV, tmp_path / "cnv.pt")
     d = tmp_path / "out"
     r = build(ckpt, "Pynq-Z2", d, target_fps=20000, n_check=20)
     m = _check_build(d)

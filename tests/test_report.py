@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-import models
-from bnnflow import checkpoint
+from helpers import save_random_net
 from build_flows.build import build
 from bnnflow.errors import BnnflowError
 from reports.finn_reports import read_build
@@ -46,23 +44,9 @@ def _build(ckpt: Path, out: Path, target_fps: int) -> Path:
     return out
 
 
-def _save_random(arch: str, widths: list[int], path: Path, seed: int, meta: dict) -> Path:
-    """A network with random weights and trained-like BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = models.build(arch, widths=widths).eval()
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            mod.running_mean.uniform_(-3.0, 3.0)
-            mod.running_var.uniform_(0.5, 4.0)
-            mod.weight.data.uniform_(0.2, 1.0)
-            mod.bias.data.uniform_(-1.0, 1.0)
-    checkpoint.save(model, meta, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def pruned_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_random("tfc", PRUNED_TFC, tmp_path_factory.mktemp("ckpt") / "tfc_pruned.pt", 3,
+    return save_random_net("tfc", PRUNED_TFC, tmp_path_factory.mktemp("ckpt") / "tfc_pruned.pt", 3,
                         {"accuracy": 0.9, "n": 100, "pruning": {"pfr": 0.15, "method": "test"}})
 
 
@@ -79,7 +63,7 @@ def tfc_pruned(tmp_path_factory: pytest.TempPathFactory, pruned_ckpt: Path) -> P
 @pytest.fixture(scope="module")
 def cnv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cnv")
-    ckpt = _save_random("cnv", NARROW_CNV, root / "cnv.pt", 1, {"accuracy": None, "n": 0})
+    ckpt = save_random_net("cnv", NARROW_CNV, root / "cnv.pt", 1, {"accuracy": None, "n": 0})
     return _build(ckpt, root / "cnv", 20000)
 
 

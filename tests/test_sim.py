@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-import models
-from bnnflow import checkpoint, data
+from helpers import save_random_net
+from bnnflow import data
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
 from hw import run, verify
@@ -43,20 +42,6 @@ def make_build(ckpt: Path, out: Path, target_fps: int) -> Path:
     return out
 
 
-def _save_random_cnv(widths: list[int], path: Path, seed: int) -> Path:
-    """A CNV with random weights and trained-like BatchNorm statistics (positive scales)."""
-    torch.manual_seed(seed)
-    model = models.build("cnv", widths=widths).eval()
-    for mod in model.modules():
-        if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            mod.running_mean.uniform_(-3.0, 3.0)
-            mod.running_var.uniform_(0.5, 4.0)
-            mod.weight.data.uniform_(0.2, 1.0)
-            mod.bias.data.uniform_(-1.0, 1.0)
-    checkpoint.save(model, {"accuracy": None, "n": 0}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_build(TFC_CKPT, tmp_path_factory.mktemp("tfc") / "build", target_fps=10000)
@@ -66,7 +51,7 @@ def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cnv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(f"cnv_{request.param}")
     widths = NARROW_CNV if request.param == "narrow" else PRUNED_CNV
-    ckpt = _save_random_cnv(widths, root / "cnv.pt", seed=1 if request.param == "narrow" else 2)
+    ckpt = save_random_net("cnv", widths, root / "cnv.pt", seed=1 if request.param == "narrow" else 2)
     return make_build(ckpt, root / "build", target_fps=20000)
 
 
