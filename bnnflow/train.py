@@ -168,8 +168,7 @@ def train(
             f"[{wall:.0f}s]")
         meta = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
                 "device": str(device), "history": history, "accuracy": acc, "n": len(monitor_split)}
-        ckpt = checkpoint.to_dict(model.cpu(), meta)
-        model.to(device)
+        ckpt = checkpoint.to_dict(model, meta)  # copies tensors to the CPU
         checkpoint.atomic_torch_save(ckpt, model_path)
         checkpoint.atomic_torch_save(
             {"format": STATE_FORMAT, "config": asdict(cfg), "epoch": epoch + 1, "history": history,
@@ -179,7 +178,7 @@ def train(
 
     # Final figure: the whole test set, stored in the checkpoint's metadata.
     model, meta = checkpoint.load(model_path)
-    if len(monitor_split) != len(test_split) or meta.get("n") != len(test_split):
+    if meta.get("n") != len(test_split):
         meta["accuracy"] = accuracy(model, test_split, show_progress=True)
         meta["n"] = len(test_split)
         checkpoint.save(model, meta, model_path)

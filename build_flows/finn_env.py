@@ -41,19 +41,12 @@ from typing import Iterator
 VIVADO_PLACEHOLDER = "/opt/Xilinx/Vivado/2024.2"
 
 
-def _vivado_bin() -> Path | None:
-    root = os.environ.get("XILINX_VIVADO")
-    if root and (Path(root) / "bin" / "vivado").is_file():
-        return Path(root) / "bin" / "vivado"
-    found = shutil.which("vivado")
-    return Path(found) if found else None
-
-
-def _hls_bin() -> Path | None:
-    root = os.environ.get("XILINX_HLS")
-    if root and (Path(root) / "bin" / "vitis_hls").is_file():
-        return Path(root) / "bin" / "vitis_hls"
-    found = shutil.which("vitis_hls")
+def _tool_bin(root_env: str, name: str) -> Path | None:
+    """The Xilinx tool ``name`` under ``$root_env/bin``, else on PATH, else None."""
+    root = os.environ.get(root_env)
+    if root and (Path(root) / "bin" / name).is_file():
+        return Path(root) / "bin" / name
+    found = shutil.which(name)
     return Path(found) if found else None
 
 
@@ -63,7 +56,8 @@ def vivado_available() -> bool:
     The IP generation, FIFO sizing, stitched IP, synthesis and bitfile steps
     need both; everything up to code generation needs neither.
     """
-    return _vivado_bin() is not None and _hls_bin() is not None
+    return (_tool_bin("XILINX_VIVADO", "vivado") is not None
+            and _tool_bin("XILINX_HLS", "vitis_hls") is not None)
 
 
 def tool_versions() -> dict[str, str | None]:
@@ -76,8 +70,8 @@ def tool_versions() -> dict[str, str | None]:
             out[dist] = version(dist)
         except PackageNotFoundError:
             out[dist] = None
-    vivado = _vivado_bin()
-    out["vivado"] = str(vivado.parent.parent) if vivado and _hls_bin() else None
+    vivado = _tool_bin("XILINX_VIVADO", "vivado")
+    out["vivado"] = str(vivado.parent.parent) if vivado and _tool_bin("XILINX_HLS", "vitis_hls") else None
     return out
 
 

@@ -96,6 +96,22 @@ def pack_xnor_weights(w: np.ndarray, kh: int, kw: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- XNOR layers
+@njit(cache=True, nogil=True, inline="always")
+def _window_mismatches(x, w, n, oy, ox, stride_h, stride_w, dil_h, dil_w, mism):  # pragma: no cover
+    """Per output channel, the number of bit mismatches (XOR popcount) between the
+    input window at (n, oy, ox) and the filter, written into ``mism``."""
+    kh, kw, nw, oc_n = w.shape
+    mism[:] = 0
+    for ky in range(kh):
+        iy = oy * stride_h + ky * dil_h
+        for kx in range(kw):
+            ix = ox * stride_w + kx * dil_w
+            for j in range(nw):
+                xv = x[n, iy, ix, j]
+                for oc in range(oc_n):
+                    mism[oc] += _popcount64(xv ^ w[ky, kx, j, oc])
+
+
 @njit(cache=True, inline="always")
 def _acc_wrap(acc, lo, hi, wrap):  # pragma: no cover - jitted
     """``acc`` as a two's-complement accumulator of range [lo, hi] holds it (wrapped if asked)."""
@@ -134,21 +150,13 @@ def xnor_popcount(x, w, k_len, stride_h, stride_w, dil_h, dil_w, out_h, out_w): 
     Returns int32 (N, out_h, out_w, OC) with values in [0, k_len].
     """
     n_img = x.shape[0]
-    kh, kw, nw, oc_n = w.shape
+    oc_n = w.shape[3]
     out = np.empty((n_img, out_h, out_w, oc_n), np.int32)
     for n in prange(n_img):
         mism = np.empty(oc_n, np.int64)
         for oy in range(out_h):
             for ox in range(out_w):
-                mism[:] = 0
-                for ky in range(kh):
-                    iy = oy * stride_h + ky * dil_h
-                    for kx in range(kw):
-                        ix = ox * stride_w + kx * dil_w
-                        for j in range(nw):
-                            xv = x[n, iy, ix, j]
-                            for oc in range(oc_n):
-                                mism[oc] += _popcount64(xv ^ w[ky, kx, j, oc])
+                _window_mismatches(x, w, n, oy, ox, stride_h, stride_w, dil_h, dil_w, mism)
                 for oc in range(oc_n):
                     out[n, oy, ox, oc] = k_len - mism[oc]
     return out
@@ -166,7 +174,7 @@ def xnor_threshold_bits(x, w, thr, k_len, stride_h, stride_w, dil_h, dil_w, out_
     Returns uint64 (N, out_h, out_w, ceil(OC/64)) and int64 overflow counts (N,).
     """
     n_img = x.shape[0]
-    kh, kw, nw, oc_n = w.shape
+    oc_n = w.shape[3]
     ow_n = (oc_n + 63) // 64
     out = np.zeros((n_img, out_h, out_w, ow_n), np.uint64)
     ovf = np.zeros(n_img, np.int64)
@@ -175,15 +183,7 @@ def xnor_threshold_bits(x, w, thr, k_len, stride_h, stride_w, dil_h, dil_w, out_
         acc = np.empty(oc_n, np.int64)
         for oy in range(out_h):
             for ox in range(out_w):
-                mism[:] = 0
-                for ky in range(kh):
-                    iy = oy * stride_h + ky * dil_h
-                    for kx in range(kw):
-                        ix = ox * stride_w + kx * dil_w
-                        for j in range(nw):
-                            xv = x[n, iy, ix, j]
-                            for oc in range(oc_n):
-                                mism[oc] += _popcount64(xv ^ w[ky, kx, j, oc])
+                _window_mismatches(x, w, n, oy, ox, stride_h, stride_w, dil_h, dil_w, mism)
                 for oc in range(oc_n):
                     acc[oc] = k_len - mism[oc]
                 ovf[n] += _emit_bits(acc, thr, acc_lo, acc_hi, wrap, out[n, oy, ox])
