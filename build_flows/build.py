@@ -12,6 +12,9 @@ PYNQ driver and deployment package). bnnflow adds what FINN does not do:
   (:mod:`build_flows.inputs`, :func:`build_flows.folding.check_folding`);
 * a budget check of FINN's estimates against the board, refusing or (with
   ``lower_to_fit``) lowering the target FPS;
+* XNOR accumulators sized for the popcount the hardware computes: FINN's two
+  bit-width steps run in :mod:`build_flows.finn_env`'s version (work-around 4),
+  FINN's transformations plus one that widens what FINN sizes too narrowly;
 * ``DIR/manifest.json``: input and hash, board, part, clock, steps with
   durations, tool versions, what was skipped and why.
 
@@ -106,7 +109,8 @@ class _Runner:
         self.error: tuple[str, BaseException] | None = None
         self.log: list[str] = []
         self.bar = progress(range(n_steps), total=n_steps, desc="FINN build")
-        cfg.steps = [self._wrap(build_dataflow_step_lookup[s]) for s in cfg.steps]
+        lookup = {**build_dataflow_step_lookup, **finn_env.STEP_REPLACEMENTS}
+        cfg.steps = [self._wrap(lookup[s]) for s in cfg.steps]
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -329,6 +333,8 @@ def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_
             "reports": "report",
         },
         "tools": finn_env.tool_versions(),
+        "finn_steps_replaced": {name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
+                                for name, fn in finn_env.STEP_REPLACEMENTS.items() if name in ran},
         "started_utc": started.isoformat(timespec="seconds"), "wall_time_s": round(wall_s, 2),
     }
     if inp.kind == "checkpoint":

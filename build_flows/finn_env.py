@@ -24,18 +24,48 @@ and, only where Vivado is absent, three work-arounds (finn-plus 1.6.1):
 3. The builder redirects ``sys.stdout``/``sys.stderr`` for good and points the
    root logger at its log file; :func:`quiet_builder` restores both afterwards
    (this one applies with or without Vivado).
+
+and one correction of FINN's bit-width minimization (with or without Vivado):
+
+4. In XNOR mode, ``MVAU.minimize_accumulator_width`` sizes the accumulator
+   for the +-1 x {0,1} products of the bipolar weights (range about
+   [-MW/2, MW/2] per column), but the hardware (finn-hlslib's ``XnorMul``)
+   accumulates a popcount in [0, MW]. For MW = 576 it picks INT10 (up to 511)
+   where the popcount reaches 576; RoundAndClipThresholds then clips the
+   thresholds to that narrow range, and the HLS accumulator (finn-hlslib
+   accumulates in the threshold type, which is at least as wide as
+   ``accDataType``) can wrap. :class:`WidenXnorAccumulators` widens every XNOR
+   accumulator to cover [0, MW] between FINN's MinimizeAccumulatorWidth and
+   RoundAndClipThresholds; :data:`STEP_REPLACEMENTS` puts it into FINN's two
+   bit-width steps (same names, same transformations in FINN's order, one
+   added).
+5. FINN's auto-folding (``SetFolding``) can leave an HLS MVAU with
+   SIMD < MW / 1024, which finn-hlslib cannot build: code generation then
+   stops with an assertion (a CNV at 300 FPS, MW = 2304 at SIMD 2).
+   bnnflow's ``step_target_fps_parallelization`` runs FINN's step and then
+   :class:`RaiseHlsMvauSimd`, and rewrites the changed SIMD values into
+   FINN's ``report/auto_folding_config.json``. Folding files are checked for
+   the same rule before FINN runs (:func:`build_flows.folding.check_folding`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import math
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
+
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.infer_datatypes import InferDataTypes
 
 #: Placeholder for XILINX_VIVADO where Vivado is absent (work-around 2); never executed.
 VIVADO_PLACEHOLDER = "/opt/Xilinx/Vivado/2024.2"
@@ -117,3 +147,138 @@ def quiet_builder() -> Iterator[io.StringIO]:
                 root.addHandler(h)
         root.setLevel(level)
         logging.captureWarnings(False)
+
+
+# ---------------------------------------------------------------- work-around 4
+def popcount_datatype(mw: int) -> DataType:
+    """The narrowest FINN datatype holding every popcount of an ``mw``-wide XNOR dot product."""
+    return DataType[f"UINT{max(1, math.ceil(math.log2(mw + 1)))}"]
+
+
+class WidenXnorAccumulators(Transformation):
+    """Widen the ``accDataType`` of XNOR-mode MVAUs to cover the popcount range [0, MW].
+
+    Run after FINN's ``MinimizeAccumulatorWidth`` and before its
+    ``RoundAndClipThresholds`` (work-around 4). Exact: clipping thresholds to
+    [0, 2^b] with 2^b > MW changes no comparison with a popcount in [0, MW].
+    A node without activation also gets the new type as its output type,
+    rounded up to whole bytes when it is the last node, as FINN does.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            if not node.op_type.startswith("MVAU") or not node.domain.startswith("finn.custom_op.fpgadataflow"):
+                continue
+            inst = getCustomOp(node)
+            if not inst.get_nodeattr("binaryXnorMode"):
+                continue
+            mw = int(inst.get_nodeattr("MW"))
+            acc = DataType[inst.get_nodeattr("accDataType")]
+            if acc.min() <= 0 and acc.max() >= mw:
+                continue
+            adt = popcount_datatype(mw)
+            if inst.get_nodeattr("noActivation"):
+                if model.find_direct_successors(node) is None:
+                    adt = DataType[f"UINT{-(-adt.bitwidth() // 8) * 8}"]
+                inst.set_nodeattr("outputDataType", adt.name)
+            inst.set_nodeattr("accDataType", adt.name)
+        return model.transform(InferDataTypes()), False
+
+
+def _minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
+    """FINN 1.6.1's ``_minimize_bit_width`` (build_dataflow_steps) with WidenXnorAccumulators added."""
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+    if cfg.minimize_bit_width:
+        model = model.transform(MinimizeWeightBitWidth(), apply_to_subgraphs=True)
+        model = model.transform(MinimizeAccumulatorWidth(), apply_to_subgraphs=True)
+    model = model.transform(WidenXnorAccumulators(), apply_to_subgraphs=True)
+    model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
+    model = model.transform(RoundAndClipThresholds(), apply_to_subgraphs=True)
+    model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
+    if cfg.minimize_bit_width:
+        model = model.transform(MinimizeWeightBitWidth(), apply_to_subgraphs=True)
+        model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
+    return model
+
+
+def step_minimize_bit_width_initial(model: ModelWrapper, cfg: Any) -> ModelWrapper:
+    """FINN's first bit-width pass (right after the conversion to HW layers), XNOR-safe."""
+    return _minimize_bit_width(model, cfg)
+
+
+def step_minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
+    """FINN's bit-width pass after specialization, XNOR-safe.
+
+    FINN's step also runs its C++ simulation here when ``verify_steps`` asks
+    for it; bnnflow never does (its simulator checks the build instead).
+    """
+    return _minimize_bit_width(model, cfg)
+
+
+# ---------------------------------------------------------------- work-around 5
+#: finn-hlslib's HLS MVAU needs SIMD >= MW / HLS_MVAU_MAX_SF (FINN asserts it at code generation).
+HLS_MVAU_MAX_SF = 1024
+
+
+def min_hls_simd(mw: int) -> int:
+    """The smallest SIMD that divides ``mw`` and satisfies SIMD >= MW / 1024."""
+    return next(d for d in range(1, mw + 1) if mw % d == 0 and d * HLS_MVAU_MAX_SF >= mw)
+
+
+class RaiseHlsMvauSimd(Transformation):
+    """Raise the SIMD of every HLS MVAU below finn-hlslib's minimum to :func:`min_hls_simd`.
+
+    More SIMD only shortens the layer's cycles, so a folding that met its
+    target still meets it. ``raised`` lists (node, old SIMD, new SIMD).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised: list[tuple[str, int, int]] = []
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            if node.op_type != "MVAU_hls":
+                continue
+            inst = getCustomOp(node)
+            mw, simd = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("SIMD"))
+            if simd * HLS_MVAU_MAX_SF < mw:
+                new = min_hls_simd(mw)
+                inst.set_nodeattr("SIMD", new)
+                self.raised.append((node.name, simd, new))
+        return model, False
+
+
+def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapper:
+    """FINN's auto-folding for the target FPS, then SIMD raised where finn-hlslib needs it."""
+    from finn.builder.build_dataflow_steps import step_target_fps_parallelization as finn_step
+
+    model = finn_step(model, cfg)
+    if cfg._resolve_cycles_per_frame() is None:
+        return model
+    fix = RaiseHlsMvauSimd()
+    model = model.transform(fix)
+    if fix.raised:
+        report = Path(cfg.output_dir) / "report" / "auto_folding_config.json"
+        folding = json.loads(report.read_text())
+        for name, _, new in fix.raised:
+            folding.setdefault(name, {})["SIMD"] = new
+        tmp = report.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(folding, indent=2))
+        tmp.replace(report)
+        logging.getLogger(__name__).warning(
+            "raised SIMD to finn-hlslib's minimum (MW / 1024): %s",
+            ", ".join(f"{n} {a} -> {b}" for n, a, b in fix.raised))
+    return model
+
+
+#: FINN builder steps bnnflow runs in its own version, by FINN's step name (the
+#: intermediate models keep FINN's file names).
+STEP_REPLACEMENTS: dict[str, Callable[[ModelWrapper, Any], ModelWrapper]] = {
+    "step_minimize_bit_width_initial": step_minimize_bit_width_initial,
+    "step_minimize_bit_width": step_minimize_bit_width,
+    "step_target_fps_parallelization": step_target_fps_parallelization,
+}

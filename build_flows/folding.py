@@ -66,10 +66,13 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
 
     Every named node must exist; PE and SIMD must be positive integers that
     divide the dimension they fold (MH/MW for an MVAU, the channel count for
-    sliding windows, pooling, thresholds). Raises one BnnflowError naming the
-    node and the values.
+    sliding windows, pooling, thresholds), and every HLS MVAU's SIMD (given
+    here or left as the graph has it) must be at least MW / 1024, which
+    finn-hlslib needs. Raises one BnnflowError naming the node and the values.
     """
     from qonnx.custom_op.registry import getCustomOp
+
+    from build_flows.finn_env import HLS_MVAU_MAX_SF, min_hls_simd
 
     nodes = {n.name: n for n in graph.graph.node}
     unknown = [k for k in cfg if k != "Defaults" and k not in nodes]
@@ -96,6 +99,16 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
                     raise BnnflowError(
                         f"{path}: {name}: {factor}={val} does not divide {dim_name}={dim}; "
                         f"use one of {divisors}")
+    for node in graph.graph.node:
+        if node.op_type != "MVAU_hls":
+            continue
+        inst = getCustomOp(node)
+        mw = int(inst.get_nodeattr("MW"))
+        simd = cfg.get(node.name, {}).get("SIMD", inst.get_nodeattr("SIMD"))
+        if simd * HLS_MVAU_MAX_SF < mw:
+            raise BnnflowError(
+                f"{path}: {node.name}: SIMD={simd} is below finn-hlslib's minimum MW / {HLS_MVAU_MAX_SF} for "
+                f"MW={mw}; use SIMD >= {min_hls_simd(mw)} (a divisor of {mw})")
 
 
 def over_budget(totals: dict[str, float], board: Board) -> list[str]:

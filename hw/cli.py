@@ -29,7 +29,7 @@ def _opts(p: argparse.ArgumentParser) -> None:
                    help=".npy inputs in the build's input layout (N, ...); simulate them instead of the test set")
     p.add_argument("--output", type=Path, default=None, help="where --input's outputs are written (.npy)")
     p.add_argument("--wrap-accumulators", action="store_true",
-                   help="model the hardware's fixed-width accumulators (wrap on overflow of accDataType) "
+                   help="model the hardware's fixed-width accumulators (wrap where the generated accumulator type overflows) "
                         "instead of FINN's unbounded Python semantics")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -88,7 +88,7 @@ def _sim(a: argparse.Namespace) -> int:
         print(f"  cycles: II {c['initiation_interval_cycles']} ({c['bottleneck']}), latency {c['latency_cycles']}, "
               f"{rep['fps_estimate']:.0f} FPS at {c['clock_ns']} ns")
         if rep["accumulator_overflows"]:
-            print(f"  WARNING accumulators outside FINN's accDataType (the hardware wraps) in "
+            print(f"  WARNING accumulators outside their hardware type (the generated HLS would wrap) in "
                   f"{rep['images_with_accumulator_overflow']} images: {rep['accumulator_overflows']}")
         for m in rep["artifact_mismatches"]:
             print(f"  MISMATCH {m}")

@@ -51,6 +51,7 @@ class Layer:
     attrs: dict[str, Any]
     params: dict[str, np.ndarray] = field(default_factory=dict)  # role -> constant
     param_tensors: dict[str, str] = field(default_factory=dict)  # role -> tensor name
+    param_dtypes: dict[str, str] = field(default_factory=dict)   # role -> FINN datatype name
     in_shapes: list[tuple[int, ...]] = field(default_factory=list)
     out_shapes: list[tuple[int, ...]] = field(default_factory=list)
     in_dtypes: list[str] = field(default_factory=list)
@@ -137,6 +138,7 @@ def _layers_of(model: Any, source: str) -> list[Layer]:
                 role = roles.get(pos, f"in{pos}")
                 layer.params[role] = np.asarray(init)
                 layer.param_tensors[role] = tname
+                layer.param_dtypes[role] = model.get_tensor_datatype(tname).name
         for tname in node.output:
             layer.out_shapes.append(tuple(model.get_tensor_shape(tname)))
             layer.out_dtypes.append(model.get_tensor_datatype(tname).name)

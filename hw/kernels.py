@@ -193,8 +193,8 @@ def xnor_threshold_bits(x, w, thr, k_len, stride_h, stride_w, dil_h, dil_w, out_
 def check_accumulator(acc: np.ndarray, lo: int, hi: int, wrap: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-image count of accumulator values outside [lo, hi], and ``acc`` wrapped there if ``wrap``.
 
-    FINN sizes each MVAU's accumulator (``accDataType``); the generated HLS
-    keeps it in an ``ap_int`` of that width, which wraps on overflow.
+    The generated HLS keeps each MVAU's accumulator in an ``ap_int`` of fixed
+    width (:func:`hw.simulate.accumulator_datatype`), which wraps on overflow.
     """
     outside = (acc < lo) | (acc > hi)
     counts = outside.reshape(len(acc), -1).sum(axis=1)

@@ -100,7 +100,7 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
         "artifacts_match": None if ld.mismatches is None else not ld.mismatches,
         "artifact_mismatches": [str(m) for m in ld.mismatches or []],
         "wrap_accumulators": wrap_accumulators,
-        # accumulator values outside FINN's accDataType: the hardware's ap_int would wrap there
+        # accumulator values outside the generated accumulator type: the hardware's ap_int would wrap there
         "accumulator_overflows": {k: int(v.sum()) for k, v in overflows.items() if v.sum()},
         "images_with_accumulator_overflow": int(sum(v > 0 for v in overflows.values()).astype(bool).sum())
         if overflows else 0,

@@ -98,10 +98,28 @@ Runner = Callable[[list[Tensor]], list[Tensor]]
 
 # ---------------------------------------------------------------- layer runners
 class _Overflow:
-    """Per-image count of accumulator values outside the layer's ``accDataType``, last batch."""
+    """Per-image count of accumulator values outside the layer's hardware accumulator type, last batch."""
 
     def __init__(self) -> None:
         self.counts: np.ndarray | None = None
+
+
+def accumulator_datatype(layer: Layer) -> str:
+    """The datatype the generated MVAU accumulates in, which is where the hardware would wrap.
+
+    finn-hlslib declares the accumulator as ``decltype(activation.init(0, 0))``:
+    the threshold type for ``ThresholdsActivation`` (FINN writes the threshold
+    tensor's datatype there, at least as wide as ``accDataType``) and the
+    output type for ``PassThroughActivation`` (no activation). Other variants
+    (RTL, generic nodes) accumulate in ``accDataType``.
+    """
+    a = layer.attrs
+    if layer.impl == "hls":
+        if a.get("noActivation", 0):
+            return layer.out_dtypes[0]
+        if "thresholds" in layer.param_dtypes:
+            return layer.param_dtypes["thresholds"]
+    return str(a.get("accDataType", "INT32"))
 
 
 def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
@@ -115,7 +133,7 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
     out_dt = layer.out_dtypes[0]
     act_val = int(a.get("ActVal", 0))
     thr = None if no_act else kernels.int_thresholds(layer.params["thresholds"])
-    adt = _dtype(a.get("accDataType", "INT32"))
+    adt = _dtype(accumulator_datatype(layer))
     acc_lo, acc_hi = int(adt.min()), int(adt.max())
     fused = (thr is not None and thr.shape[1] == 1 and out_dt in BINARY_TYPES
              and (act_val == 0 or out_dt == "BIPOLAR"))
@@ -375,7 +393,7 @@ class Simulator:
 
     def __init__(self, graph: HWGraph, wrap_accumulators: bool = False) -> None:
         """``wrap_accumulators``: model the hardware's fixed-width accumulators (two's
-        complement wrap to ``accDataType``) instead of FINN's Python semantics
+        complement wrap to :func:`accumulator_datatype`) instead of FINN's Python semantics
         (unbounded integers). The two differ only where an accumulator
         overflows, which :attr:`overflows` counts either way."""
         self.graph = graph
@@ -389,7 +407,7 @@ class Simulator:
             else:
                 runner = _RUNNERS[layer.op](layer)
             self._plan.append((layer, runner))
-        #: per MVAU, per image of the last batch: accumulator values outside accDataType
+        #: per MVAU, per image of the last batch: accumulator values outside the hardware's type
         self.overflows: dict[str, np.ndarray] = {}
 
     def check_input(self, x: np.ndarray) -> None:

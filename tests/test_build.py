@@ -172,6 +172,33 @@ def test_folding_pe_not_dividing_mh(tmp_path: Path) -> None:
     _fails(TFC_CKPT, tmp_path, r"no node named StreamingMaxPool_0", target_fps=None, folding=fold)
 
 
+def test_hls_simd_minimum(tmp_path: Path) -> None:
+    """An MVAU with MW > 1024 at a low target FPS: FINN's auto-folding leaves SIMD 1, which
+    finn-hlslib cannot build; bnnflow raises it (and says so in FINN's folding report), and a
+    folding file asking for SIMD 1 there is refused before FINN runs."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    ckpt = save_random_net("cnv", [16, 16, 32, 32, 128, 32, 64, 64], tmp_path / "cnv.pt")
+    d = tmp_path / "auto"
+    build(ckpt, "Pynq-Z1", d, target_fps=50, n_check=0)
+    m = _check_build(d)
+    fold = json.loads((d / "report" / "auto_folding_config.json").read_text())
+    wide = []
+    for node in ModelWrapper(str(d / m["outputs"]["final_graph"])).graph.node:
+        if node.op_type == "MVAU_hls":
+            mw, simd = getCustomOp(node).get_nodeattr("MW"), getCustomOp(node).get_nodeattr("SIMD")
+            assert simd * 1024 >= mw and fold[node.name]["SIMD"] == simd, node.name
+            if mw > 1024:
+                wide.append(node.name)
+    assert wide == ["MVAU_hls_5"] and fold["MVAU_hls_5"]["SIMD"] == 2  # MW = 128 * 9 = 1152
+    fold["MVAU_hls_5"]["SIMD"] = 1
+    bad = tmp_path / "fold.json"
+    bad.write_text(json.dumps(fold))
+    _fails(ckpt, tmp_path, r"MVAU_hls_5: SIMD=1 is below finn-hlslib's minimum .* use SIMD >= 2",
+           target_fps=None, folding=bad)
+
+
 def test_over_budget_target_fps(tmp_path: Path) -> None:
     assert CNV_CKPT.is_file(), f"{CNV_CKPT} is a shipped checkpoint"
     _fails(CNV_CKPT, tmp_path, r"over Pynq-Z1's budget \((LUT|BRAM_18K) .* > .*--lower-to-fit", target_fps=10**6)

@@ -2,7 +2,8 @@
 
 Builds are made from real checkpoints (TFC from the zoo) and from narrow CNVs
 with trained-like BatchNorm statistics (a physically pruned CNV is exactly a
-CNV with other widths). Inputs are real test images and random ones.
+CNV with other widths; the "pruned" one has 30% negative BatchNorm scales).
+Inputs are real test images and random ones.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hw.artifacts import load_artifacts
 from hw.build_dir import open_build
 from hw.cycles import cycle_report
 from hw.graph import load_graph
-from hw.simulate import Simulator
+from hw.simulate import Simulator, accumulator_datatype
 
 REPO = Path(__file__).resolve().parent.parent
 TFC_CKPT = REPO / "models" / "zoo" / "tfc_w1a1.pt"
@@ -51,7 +52,8 @@ def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cnv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(f"cnv_{request.param}")
     widths = NARROW_CNV if request.param == "narrow" else PRUNED_CNV
-    ckpt = save_random_net("cnv", widths, root / "cnv.pt", seed=1 if request.param == "narrow" else 2)
+    ckpt = save_random_net("cnv", widths, root / "cnv.pt", seed=1 if request.param == "narrow" else 2,
+                           negative_gamma=0.0 if request.param == "narrow" else 0.3)
     return make_build(ckpt, root / "build", target_fps=20000)
 
 
@@ -194,15 +196,45 @@ def test_cnv_cycles_equal_finn_estimates(cnv: Path) -> None:
     assert rep["latency_cycles"] == b.report("estimate_network_performance.json")["critical_path_cycles"]
 
 
-def test_wrapped_accumulators_differ_only_on_overflow(tfc: Path) -> None:
-    """Hardware accumulators (ap_int of accDataType) wrap; FINN's Python model does not."""
-    imgs, _, _ = _images(tfc, 500)
-    ideal = run.load(tfc).sim
-    hw = run.load(tfc, wrap_accumulators=True).sim
-    y0, ovf = ideal.predict(imgs)
-    y1, _ = hw.predict(imgs)
-    overflowed = np.sum([v for v in ovf.values()], axis=0) > 0
+def test_cnv_accumulators_hold_the_popcount(cnv: Path) -> None:
+    """Every XNOR accumulator the build generates holds [0, MW]; FINN's sizing alone would not."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+    from qonnx.core.datatype import DataType
+
+    b = open_build(cnv)
+    xnor = [layer for layer in load_graph(b.accel).layers
+            if layer.op == "MVAU" and layer.attrs["binaryXnorMode"]]
+    assert len(xnor) >= 7
+    for layer in xnor:
+        dt = DataType[accumulator_datatype(layer)]
+        assert dt.min() <= 0 and dt.max() >= layer.attrs["MW"], (layer.name, dt.name)
+    finn_only = ModelWrapper(str(b.golden)).transform(MinimizeAccumulatorWidth())
+    too_narrow = [n.name for n in finn_only.graph.node if n.op_type.startswith("MVAU")
+                  and getCustomOp(n).get_nodeattr("binaryXnorMode")
+                  and DataType[getCustomOp(n).get_nodeattr("accDataType")].max() < getCustomOp(n).get_nodeattr("MW")]
+    assert too_narrow, "FINN's own MinimizeAccumulatorWidth no longer undersizes XNOR accumulators"
+
+
+def test_narrow_accumulator_overflow_is_caught_and_wraps(tfc: Path) -> None:
+    """With an accumulator narrower than its popcounts, overflows are counted and the wrapped
+    outputs differ exactly on images that overflowed."""
+    imgs, _, _ = _images(tfc, 300)
+    b = open_build(tfc)
+
+    def sim(wrap: bool) -> Simulator:
+        g = load_graph(b.accel, b.parent)
+        layer = next(x for x in g.layers if x.op == "MVAU" and x.attrs["binaryXnorMode"] and "thresholds" in x.params)
+        layer.param_dtypes["thresholds"] = "UINT5"  # 0..31 for popcounts of MW = 64 inputs
+        return Simulator(g, wrap_accumulators=wrap)
+
+    y0, ovf = sim(False).predict(imgs)
+    y1, _ = sim(True).predict(imgs)
+    overflowed = np.sum(list(ovf.values()), axis=0) > 0
+    assert overflowed.any() and not np.array_equal(y0, y1)
     assert np.array_equal(y0[~overflowed], y1[~overflowed])
+    assert np.array_equal(y0, run.load(tfc).sim.predict(imgs)[0])  # unbounded semantics unchanged
 
 
 # ---------------------------------------------------------------- full CNV (slow)
