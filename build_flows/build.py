@@ -187,7 +187,9 @@ def _fold_to_budget(runner: _Runner, out: Path, board: Board, target_fps: float 
                 f"{what} is over {board.name}'s budget ({usage}, FINN estimates); give a lower --target-fps "
                 f"(estimated {est['estimated_throughput_fps']:,.0f} FPS at this folding) or add --lower-to-fit")
         stuck = len(tries) > 1 and tries[-2]["totals"] == est["totals"]
-        new = lowered_target(runner.cfg.target_fps, est["totals"], board)
+        # Above what full parallelism reaches, a lower target changes nothing: start below it.
+        reached = min(float(runner.cfg.target_fps), float(est["estimated_throughput_fps"]))
+        new = lowered_target(reached, est["totals"], board)
         if stuck or len(tries) > MAX_LOWERINGS or new >= runner.cfg.target_fps:
             raise BnnflowError(f"no target FPS fits {board.name}: at {runner.cfg.target_fps} FPS the design "
                                f"still needs {usage} (FINN estimates); the network is too large for this board")
