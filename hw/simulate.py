@@ -211,20 +211,26 @@ def _thresholding(layer: Layer) -> Runner:
     in_dt, out_dt = _dtype(layer.in_dtypes[0]), layer.out_dtypes[0]
     lut = None
     if in_dt.is_integer() and in_dt.bitwidth() <= 16:
+        # the table holds the final values (counts + ActVal) in the output's container type
         lo, hi = int(in_dt.min()), int(in_dt.max())
-        lut = kernels.threshold_lut(thr, lo, hi)
+        lut = kernels.threshold_lut(thr, lo, hi) + act_val
+        if out_dt not in BINARY_TYPES:
+            lut = lut.astype(_container(out_dt))
 
     def run(ins: list[Tensor]) -> list[Tensor]:
         x = to_dense(ins[0])
         if lut is not None:
             y = kernels.apply_lut(x, lut, lo)
+            if out_dt not in BINARY_TYPES:
+                return [y]
         elif in_dt.is_integer():
             t = kernels.int_thresholds(thr)
             y = kernels.count_thresholds(x, np.broadcast_to(t, (x.shape[-1], t.shape[1])))
         else:  # float input: compare in float32 as FINN does
             xf = x.astype(np.float32)[..., None]
             y = np.count_nonzero(xf >= thr.astype(np.float32), axis=-1).astype(np.int64)
-        y = y + act_val
+        if lut is None:
+            y = y + act_val
         if out_dt == "BIPOLAR":
             return [to_bits(2 * y - 1)]
         return [to_bits(y) if out_dt == "BINARY" else y.astype(_container(out_dt))]
