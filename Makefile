@@ -35,6 +35,7 @@ build-pynq: $(STAMP)
 	$(BIN)/bnnflow build $(MODEL) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/$(basename $(notdir $(MODEL)))_$(BOARD)
 
 # Resource report: the shipped unpruned and pruned CNV on $(BOARD) at the same TARGET_FPS,
+# each simulated bit-exactly on the full test set (DIR/sim.json: the accuracy the report shows),
 # side by side (reports/cnv/report.md, .html, PNGs), plus a throughput sweep of both
 # (equal FPS and equal resources; reports/cnv/sweep/). No Vivado needed.
 CNV        ?= models/zoo/cnv_w1a1.pt
@@ -48,6 +49,9 @@ report: $(STAMP)
 	@test -f $(CNV_PRUNED) || { echo "make report: $(CNV_PRUNED) not found (the shipped pruned CNV; create it with bnnflow prune, or point CNV_PRUNED at a pruned checkpoint)"; exit 2; }
 	$(BIN)/bnnflow build $(CNV) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_unpruned
 	$(BIN)/bnnflow build $(CNV_PRUNED) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_pruned
+	for b in cnv_unpruned cnv_pruned; do \
+	  $(BIN)/bnnflow sim $(OUT)/report/$$b --json > $(OUT)/report/$$b/sim.json.tmp && \
+	  mv $(OUT)/report/$$b/sim.json.tmp $(OUT)/report/$$b/sim.json || exit 1; done
 	$(BIN)/bnnflow report $(OUT)/report/cnv_unpruned $(OUT)/report/cnv_pruned --labels unpruned,pruned --out $(REPORT_OUT)
 	$(BIN)/bnnflow sweep $(CNV) $(CNV_PRUNED) --labels unpruned,pruned --board $(BOARD) --fps $(SWEEP_FPS) --out $(OUT)/report/sweep
 	mkdir -p $(REPORT_OUT)/sweep
@@ -57,7 +61,7 @@ clean:
 	rm -rf build runs reports/cnv .pytest_cache
 
 # Docker image (docker/build.sh: docker if an engine answers, else podman; see
-# docker/README-section.md). IMAGE names the image; the selftest needs the data.
+# docker/README.md). IMAGE names the image; the selftest needs the data.
 IMAGE   ?= bnnflow
 BNNFLOW_DATA_DIR ?= $(abspath ../shared/data)
 .PHONY: docker docker-selftest
