@@ -7,6 +7,9 @@ per image), three exact methods on the same random bits:
 * numpy: im2col of packed words, ``numpy.bitwise_count`` of XOR, sum,
 * float32 matmul of the +-1 im2col (exact: |dot| <= 576 < 2^24).
 
+and, for CNV's first conv (8-bit input, +-1 weights, 32x32x3 -> 30x30x64), the
+accumulator dtype of the integer kernel (every choice exact: |acc| <= 3456).
+
 Usage: python benchmarks/sim_kernels.py [--n 200] [--threads 1]
 """
 
@@ -61,6 +64,21 @@ def main() -> None:
         got = fn()
         dt = time.perf_counter() - t0
         print(f"| {name} | {dt / n * 1e3:.3f} | {np.array_equal(got, ref)} |")
+
+    x8 = rng.integers(-128, 128, size=(n, 32, 32, 3))
+    w1 = rng.choice([-1, 1], size=(3, 3, 3, oc))
+    t1 = rng.integers(-300, 300, size=oc)
+    print(f"\n| first conv, accumulator dtype ({n} images, {a.threads} thread(s)) | ms/image | exact |")
+    print("| --- | --- | --- |")
+    outs = {}
+    for dt in (np.int16, np.float32, np.int32, np.int64):
+        args = (x8.astype(dt), np.ascontiguousarray(w1.astype(dt)), t1.astype(dt), 1, 1, 1, 1, 30, 30,
+                -(2**15), 2**15 - 1, False)
+        kernels.int_conv_threshold_bits(args[0][:2], *args[1:])  # compile
+        t0 = time.perf_counter()
+        outs[dt], _ = kernels.int_conv_threshold_bits(*args)
+        dt_s = time.perf_counter() - t0
+        print(f"| {dt.__name__} | {dt_s / n * 1e3:.3f} | {np.array_equal(outs[dt], outs[np.int16])} |")
 
 
 if __name__ == "__main__":
