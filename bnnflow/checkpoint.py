@@ -13,8 +13,6 @@ know about it (data set, accuracy, training config, pruning):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 
 import models
 from bnnflow.errors import CheckpointError
+from bnnflow.files import atomic_path
 from models.nets import BinaryNet
 
 FORMAT = "bnnflow-checkpoint"
@@ -30,16 +29,8 @@ VERSION = 1
 
 def atomic_torch_save(obj: Any, path: Path | str) -> None:
     """Save to a temporary file beside ``path`` and rename, so no half-written file remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_dict(model: BinaryNet, meta: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import io
 import os
 import struct
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from bnnflow.errors import DataError
-from bnnflow.files import sha256_file
+from bnnflow.files import atomic_path, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "BNNFLOW_DATA_DIR"
@@ -171,11 +170,8 @@ def _load_cifar10(root: Path, split: str) -> Split:
     cached = cache_dir() / f"cifar10-v2-{sha256_file(path)[:16]}.npz"
     if not cached.is_file():
         arrays = _decode_cifar_tar(path)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(cached) as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, cached)
     with np.load(cached) as z:
         return Split(z[f"{split}_x"], z[f"{split}_y"])
 

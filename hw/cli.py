@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from bnnflow.cli import command
 from bnnflow.errors import BnnflowError
+from bnnflow.files import atomic_path
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
@@ -35,16 +34,9 @@ def _opts(p: argparse.ArgumentParser) -> None:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    """Write atomically: a temp file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically (a file handle: ``np.save`` would append .npy to another suffix)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.save(f, arr)
 
 
 def _load_npy(path: Path) -> np.ndarray:

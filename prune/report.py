@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from bnnflow.files import atomic_path, atomic_write
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -69,15 +57,18 @@ def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:
     ax.set_xticklabels([r["label"] for r in history], rotation=60, ha="right", fontsize=7)
     ax.set_title(title)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def write(summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:
     """Write report.md, report.json and curve.png into ``report_dir``."""
     paths = {"md": report_dir / "report.md", "json": report_dir / "report.json",
              "png": report_dir / "curve.png"}
-    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text(markdown(summary)))
-    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True)))
+    atomic_write(paths["md"], markdown(summary))
+    atomic_write(paths["json"], json.dumps(summary, indent=2, sort_keys=True))
     curve_png(summary["pruning"]["history"], f"{summary['arch']} {summary['pruning']['method']}", paths["png"])
     return paths

@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bnnflow.files import atomic_write
 from reports.tables import Cell, Table
 
 
@@ -46,19 +45,6 @@ def fmt(v: Cell, column: str = "") -> str:
     if float(v).is_integer() and abs(v) < 1e15:
         return f"{sign}{int(v)}"
     return f"{sign}{v:.1f}" if abs(v) >= 100 else f"{sign}{v:.4g}"
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temp file in the same folder and rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- markdown

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bnnflow.files import sha256_file
+from bnnflow.files import atomic_write, sha256_file
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
 from reports import plots, render
@@ -93,7 +93,7 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
             shutil.rmtree(d)  # an interrupted or outdated build of ours
         build = build or _builder()
         build(p, board, d, target_fps=int(f) if float(f).is_integer() else f, clock_ns=clock_ns)
-        render.atomic_write(marker, json.dumps(want, indent=2))
+        atomic_write(marker, json.dumps(want, indent=2))
     print(f"sweep: {len(jobs) - reused} built, {reused} reused, in {out_dir}")
     return [Net(name, p, [replace(read_build(out_dir / name / fps_dir_name(f), f"{name} @ {f:g}"), target_fps=f)
                           for f in fps])
@@ -179,5 +179,5 @@ def make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
                          "estimated_fps": b.performance["estimated_throughput_fps"], **b.total}
                         for b in n.builds]} for n in nets]
     js = out_dir / "sweep.json"
-    render.atomic_write(js, json.dumps(data, indent=2))
+    atomic_write(js, json.dumps(data, indent=2))
     return [md, page, png, js]
