@@ -66,6 +66,9 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
 from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.util.basic import roundup_to_integer_multiple
+
+from bnnflow.files import atomic_write
 
 #: Placeholder for XILINX_VIVADO where Vivado is absent (work-around 2); never executed.
 VIVADO_PLACEHOLDER = "/opt/Xilinx/Vivado/2024.2"
@@ -166,8 +169,10 @@ class WidenXnorAccumulators(Transformation):
     """
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        from finn.util.fpgadataflow import is_fpgadataflow_node
+
         for node in model.graph.node:
-            if not node.op_type.startswith("MVAU") or not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            if not node.op_type.startswith("MVAU") or not is_fpgadataflow_node(node):
                 continue
             inst = getCustomOp(node)
             if not inst.get_nodeattr("binaryXnorMode"):
@@ -179,7 +184,7 @@ class WidenXnorAccumulators(Transformation):
             adt = popcount_datatype(mw)
             if inst.get_nodeattr("noActivation"):
                 if model.find_direct_successors(node) is None:
-                    adt = DataType[f"UINT{-(-adt.bitwidth() // 8) * 8}"]
+                    adt = DataType[f"UINT{roundup_to_integer_multiple(adt.bitwidth(), 8)}"]
                 inst.set_nodeattr("outputDataType", adt.name)
             inst.set_nodeattr("accDataType", adt.name)
         return model.transform(InferDataTypes()), False
@@ -223,9 +228,14 @@ def step_minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
 HLS_MVAU_MAX_SF = 1024
 
 
+def hls_simd_fits(mw: int, simd: int) -> bool:
+    """Whether finn-hlslib can build an HLS MVAU of width ``mw`` at ``simd``."""
+    return simd * HLS_MVAU_MAX_SF >= mw
+
+
 def min_hls_simd(mw: int) -> int:
-    """The smallest SIMD that divides ``mw`` and satisfies SIMD >= MW / 1024."""
-    return next(d for d in range(1, mw + 1) if mw % d == 0 and d * HLS_MVAU_MAX_SF >= mw)
+    """The smallest SIMD that divides ``mw`` and that finn-hlslib can build."""
+    return next(d for d in range(1, mw + 1) if mw % d == 0 and hls_simd_fits(mw, d))
 
 
 class RaiseHlsMvauSimd(Transformation):
@@ -245,7 +255,7 @@ class RaiseHlsMvauSimd(Transformation):
                 continue
             inst = getCustomOp(node)
             mw, simd = int(inst.get_nodeattr("MW")), int(inst.get_nodeattr("SIMD"))
-            if simd * HLS_MVAU_MAX_SF < mw:
+            if not hls_simd_fits(mw, simd):
                 new = min_hls_simd(mw)
                 inst.set_nodeattr("SIMD", new)
                 self.raised.append((node.name, simd, new))
@@ -266,9 +276,7 @@ def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapp
         folding = json.loads(report.read_text())
         for name, _, new in fix.raised:
             folding.setdefault(name, {})["SIMD"] = new
-        tmp = report.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(folding, indent=2))
-        tmp.replace(report)
+        atomic_write(report, json.dumps(folding, indent=2))
         logging.getLogger(__name__).warning(
             "raised SIMD to finn-hlslib's minimum (MW / 1024): %s",
             ", ".join(f"{n} {a} -> {b}" for n, a, b in fix.raised))

@@ -72,7 +72,7 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
     """
     from qonnx.custom_op.registry import getCustomOp
 
-    from build_flows.finn_env import HLS_MVAU_MAX_SF, min_hls_simd
+    from build_flows.finn_env import HLS_MVAU_MAX_SF, hls_simd_fits, min_hls_simd
 
     nodes = {n.name: n for n in graph.graph.node}
     unknown = [k for k in cfg if k != "Defaults" and k not in nodes]
@@ -105,7 +105,7 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
         inst = getCustomOp(node)
         mw = int(inst.get_nodeattr("MW"))
         simd = cfg.get(node.name, {}).get("SIMD", inst.get_nodeattr("SIMD"))
-        if simd * HLS_MVAU_MAX_SF < mw:
+        if not hls_simd_fits(mw, simd):
             raise BnnflowError(
                 f"{path}: {node.name}: SIMD={simd} is below finn-hlslib's minimum MW / {HLS_MVAU_MAX_SF} for "
                 f"MW={mw}; use SIMD >= {min_hls_simd(mw)} (a divisor of {mw})")

@@ -220,17 +220,15 @@ def _thresholding(layer: Layer) -> Runner:
     def run(ins: list[Tensor]) -> list[Tensor]:
         x = to_dense(ins[0])
         if lut is not None:
-            y = kernels.apply_lut(x, lut, lo)
+            y = kernels.apply_lut(x, lut, lo)  # ActVal is in the table
             if out_dt not in BINARY_TYPES:
                 return [y]
         elif in_dt.is_integer():
             t = kernels.int_thresholds(thr)
-            y = kernels.count_thresholds(x, np.broadcast_to(t, (x.shape[-1], t.shape[1])))
+            y = kernels.count_thresholds(x, np.broadcast_to(t, (x.shape[-1], t.shape[1]))) + act_val
         else:  # float input: compare in float32 as FINN does
             xf = x.astype(np.float32)[..., None]
-            y = np.count_nonzero(xf >= thr.astype(np.float32), axis=-1).astype(np.int64)
-        if lut is None:
-            y = y + act_val
+            y = np.count_nonzero(xf >= thr.astype(np.float32), axis=-1).astype(np.int64) + act_val
         if out_dt == "BIPOLAR":
             return [to_bits(2 * y - 1)]
         return [to_bits(y) if out_dt == "BINARY" else y.astype(_container(out_dt))]

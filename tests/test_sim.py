@@ -211,9 +211,12 @@ def test_cnv_accumulators_hold_the_popcount(cnv: Path) -> None:
         dt = DataType[accumulator_datatype(layer)]
         assert dt.min() <= 0 and dt.max() >= layer.attrs["MW"], (layer.name, dt.name)
     finn_only = ModelWrapper(str(b.golden)).transform(MinimizeAccumulatorWidth())
-    too_narrow = [n.name for n in finn_only.graph.node if n.op_type.startswith("MVAU")
-                  and getCustomOp(n).get_nodeattr("binaryXnorMode")
-                  and DataType[getCustomOp(n).get_nodeattr("accDataType")].max() < getCustomOp(n).get_nodeattr("MW")]
+    too_narrow = []
+    for node in finn_only.graph.node:
+        inst = getCustomOp(node) if node.op_type.startswith("MVAU") else None
+        if inst and inst.get_nodeattr("binaryXnorMode"):
+            if DataType[inst.get_nodeattr("accDataType")].max() < inst.get_nodeattr("MW"):
+                too_narrow.append(node.name)
     assert too_narrow, "FINN's own MinimizeAccumulatorWidth no longer undersizes XNOR accumulators"
 
 
