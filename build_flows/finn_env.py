@@ -46,6 +46,12 @@ and one correction of FINN's bit-width minimization (with or without Vivado):
    :class:`RaiseHlsMvauSimd`, and rewrites the changed SIMD values into
    FINN's ``report/auto_folding_config.json``. Folding files are checked for
    the same rule before FINN runs (:func:`build_flows.folding.check_folding`).
+6. FINN's streamlining gets nonzero (-1) padding wrong in three places and
+   cannot build a standalone NCHW ``Pad`` (see :mod:`build_flows.bipolar_padding`).
+   bnnflow's ``step_streamline`` is FINN's, transformation for
+   transformation, with that module's four exact rewrites put in around
+   FINN's own, and a check that every pad ended as FINN's zero padding.
+   Graphs without ``Pad`` come out as from FINN's step.
 """
 
 from __future__ import annotations
@@ -283,9 +289,51 @@ def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapp
     return model
 
 
+# ---------------------------------------------------------------- work-around 6
+def step_streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
+    """FINN's ``step_streamline`` with the padding rewrites of :mod:`build_flows.bipolar_padding`."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.builder.build_dataflow_config import VerificationStepType
+    from finn.builder.build_dataflow_steps import verify_step
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
+    from qonnx.transformation.general import RemoveUnusedTensors
+    from qonnx.transformation.infer_data_layouts import InferDataLayouts
+    from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    from build_flows import bipolar_padding as bp
+    from build_flows.global_pool import LowerGlobalAveragePoolBeforeTopK, ReduceMeanToGlobalAveragePool
+
+    model = model.transform(ReduceMeanToGlobalAveragePool())
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    model = model.transform(bp.MoveScalarLinearPastPad())
+    model = model.transform(bp.ZeroPadThresholdOutput())
+    model = model.transform(Streamline())
+    if len(model.get_nodes_by_op_type("Conv")) > 0:
+        model = model.transform(LowerConvsToMatMul())
+        model = model.transform(bp.AbsorbPadIntoIm2Col())
+        model = model.transform(MakeMaxPoolNHWC())
+        model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
+        model = model.transform(MakeMaxPoolNHWC())
+        model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(ConvertBipolarMatMulToXnorPopcount())
+    model = model.transform(bp.BipolarPadToBinary())
+    model = model.transform(Streamline())
+    model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
+    model = model.transform(LowerGlobalAveragePoolBeforeTopK())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(RemoveUnusedTensors())
+    bp.check_padding(model)
+    if VerificationStepType.STREAMLINED_PYTHON in cfg._resolve_verification_steps():
+        verify_step(model, cfg, "streamlined_python", need_parent=False)
+    return model
+
+
 #: FINN builder steps bnnflow runs in its own version, by FINN's step name (the
 #: intermediate models keep FINN's file names).
 STEP_REPLACEMENTS: dict[str, Callable[[ModelWrapper, Any], ModelWrapper]] = {
+    "step_streamline": step_streamline,
     "step_minimize_bit_width_initial": step_minimize_bit_width_initial,
     "step_minimize_bit_width": step_minimize_bit_width,
     "step_target_fps_parallelization": step_target_fps_parallelization,

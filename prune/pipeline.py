@@ -13,8 +13,9 @@ from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from models.nets import BinaryNet
 from prune import pfr, report
+from prune.finetune import finetune
 from prune.removal import physically_prune
-from prune.schedule import Pruner, PruneConfig
+from prune.schedule import Pruner, PruneConfig, distillation_loss
 
 
 def default_work_dir(out: Path) -> Path:
@@ -33,15 +34,28 @@ def check_exact(gated: BinaryNet, pruned: BinaryNet, x: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Remove the gated filters for real, evaluate on the whole test set, write OUT and the report."""
+def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], None], resume: bool = False,
+           max_epochs: int | None = None) -> dict[str, Any] | None:
+    """Remove the gated filters for real, fine-tune if asked, evaluate on the whole test set, write
+    OUT and the report; None if the fine-tune stopped after ``max_epochs`` epochs."""
     net, gates = pruner.net, pruner.gates
     pruned = physically_prune(net, gates)
     x = torch.from_numpy(pruner.monitor.images[:500]).float() / 255.0
     diff = check_exact(net, pruned, x)
-    acc = accuracy(pruned, pruner.test_split, show_progress=True)
     kept = {layer.name: pruned.widths[layer.width_index] for layer, _ in gates}
-    history = pruner.history
+    history, wall = list(pruner.history), pruner.wall
+    if pruner.cfg.finetune_epochs:
+        pruned, rows, complete = finetune(pruned, distillation_loss(pruner.teacher, pruner.cfg), pruner.cfg,
+                                          pruner.train_split, pruner.monitor, pruner.work_dir, resume,
+                                          max_epochs, log)
+        if not complete:
+            log(f"stopped after fine-tune epoch {len(rows)}/{pruner.cfg.finetune_epochs}; continue with --resume")
+            return None
+        last = history[-1]
+        history += [{**row, "stage": last["stage"] + k + 1, "pfr": last["pfr"], "kept": last["kept"],
+                     "wall_time_s": round(wall + row["wall_time_s"], 1)} for k, row in enumerate(rows)]
+        wall = history[-1]["wall_time_s"]
+    acc = accuracy(pruned, pruner.test_split, show_progress=True)
     info = {
         "pfr": pfr.pfr(pruner.original, kept),
         "method": pruner.cfg.method,
@@ -60,15 +74,15 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
         "max_logit_diff_gated_vs_pruned": diff,
         "config": asdict(pruner.cfg),
         "history": history,
-        "wall_time_s": round(pruner.wall, 1),
+        "wall_time_s": round(wall, 1),
     }
     meta = {"accuracy": acc, "n": len(pruner.test_split), "pruning": info,
-            "train": pruner.source_meta.get("train"), "wall_time_s": round(pruner.wall, 1)}
+            "train": pruner.source_meta.get("train"), "wall_time_s": round(wall, 1)}
     checkpoint.save(pruned, meta, out)
     source_acc = accuracy(pruner.teacher, pruner.test_split)
     summary = {"arch": net.arch, "source": source_path, "source_accuracy": source_acc, "out": str(out),
                "accuracy": acc, "n": len(pruner.test_split), "widths": list(pruned.widths),
-               "wall_time_s": pruner.wall, "pruning": info}
+               "wall_time_s": wall, "pruning": info}
     paths = report.write(summary, pruner.work_dir)
     log(f"{net.arch} {pruner.cfg.method}: PFR {info['pfr']:.4f}, accuracy {acc:.4f} "
         f"(unpruned {source_acc:.4f}) on {len(pruner.test_split)} images -> {out}; report {paths['md']}")
@@ -78,7 +92,8 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
 def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_dir: Path | str | None = None,
                      resume: bool = False, max_stages: int | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any] | None:
-    """Prune the checkpoint ``ckpt``; returns the run summary, or None if stopped after ``max_stages``."""
+    """Prune the checkpoint ``ckpt``; returns the run summary, or None if stopped after ``max_stages``
+    stages (fine-tune epochs count as stages here)."""
     cfg.validate()
     out = Path(out)
     if out.suffix != ".pt":
@@ -88,8 +103,10 @@ def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_d
     if resume:
         if not pruner.resume():
             log(f"no {pruner.state_path} yet: starting from the first stage")
+    done_before = pruner.done
     if not pruner.run(max_stages):
         log(f"stopped after stage {pruner.done}/{len(pruner.stages)}; continue with --resume")
         return None
-    return finish(pruner, str(ckpt), out, log)
+    left = None if max_stages is None else max_stages - (pruner.done - done_before)
+    return finish(pruner, str(ckpt), out, log, resume, left)
 

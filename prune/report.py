@@ -46,7 +46,7 @@ def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:
 
     x = [r["stage"] for r in history]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(x, [r["accuracy"] for r in history], "o-", label="accuracy (gated net)")
+    ax.plot(x, [r["accuracy"] for r in history], "o-", label="accuracy (gated net; pruned net while fine-tuning)")
     ax.set_xlabel("stage")
     ax.set_ylabel("test accuracy")
     ax2 = ax.twinx()

@@ -70,6 +70,8 @@ class PruneConfig:
     kd_temp: float = 4.0
     sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
     gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
+    finetune_epochs: int = 0  # full passes of whole-network fine-tuning after removal (prune.finetune)
+    finetune_lr: float = 1e-3  # its starting learning rate (cosine to 0)
     eval_limit: int | None = 2000  # test images for the per-stage accuracy (final: all)
     seed: int = 0
     augment: bool | None = None  # None: on for CIFAR-10
@@ -85,6 +87,8 @@ class PruneConfig:
         if min(self.sub_epochs, self.main_epochs, self.batch_size) < 1 or (
                 self.stage_samples is not None and self.stage_samples < 1):
             raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
+        if self.finetune_epochs < 0 or self.finetune_lr <= 0:
+            raise BnnflowError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
 
 
 @dataclass(frozen=True)

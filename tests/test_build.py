@@ -164,6 +164,24 @@ def test_unsupported_layer(tmp_path: Path) -> None:
     _fails(src, tmp_path, r"unsupported layer type\(s\).*Tanh")
 
 
+def test_residual_net_is_refused(tmp_path: Path) -> None:
+    ckpt = save_random_net("resnet18", [8] * 12, tmp_path / "res.pt")
+    _fails(ckpt, tmp_path, r"Add node .* combines two computed tensors \(a residual connection\)")
+
+
+def test_padded_conv_net_builds(tmp_path: Path) -> None:
+    """VGG-11 pads every conv with -1 (its first layer the 8-bit input): FINN's FMPadding in the
+    build, code for every layer. Exactness is checked in test_sim (padded nets)."""
+    ckpt = save_random_net("vgg11", [8, 8, 16, 16, 16, 16, 16, 16], tmp_path / "vgg.pt")
+    d = tmp_path / "out"
+    build(ckpt, "Pynq-Z1", d, target_fps=5000, n_check=20)
+    m = _check_build(d)
+    assert m["export_check"]["top1_agreement"] == 1.0
+    ops = [n.op_type for n in onnx.load(str(d / m["outputs"]["final_graph"])).graph.node]
+    assert sum(o.startswith("FMPadding") for o in ops) == 8
+    _only(tmp_path, "vgg.pt", "out")
+
+
 def test_folding_pe_not_dividing_mh(tmp_path: Path) -> None:
     fold = tmp_path / "fold.json"
     fold.write_text(json.dumps({"MVAU_hls_1": {"PE": 3, "SIMD": 4}}))

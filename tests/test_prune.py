@@ -246,6 +246,31 @@ def test_resume_after_interrupted_stage_gives_the_same_network(tmp_path: Path) -
         [r["label"] for r in a["meta"]["pruning"]["history"]]
 
 
+def test_finetune_is_resumable_and_recorded(tmp_path: Path) -> None:
+    """The fine-tune after removal: interrupted after its first epoch and resumed, it ends with the
+    network of an uninterrupted run; its epochs appear in the history after the last stage."""
+    src = _source(tmp_path)
+    cfg = lambda: _cfg("random", finetune_epochs=2)  # noqa: E731 - a fresh config per run
+    straight = prune_checkpoint(src, cfg(), tmp_path / "straight.pt", log=lambda _: None)
+    n_stages = len(Pruner(checkpoint.read_raw(src), cfg(), tmp_path / "x", log=lambda _: None).stages)
+    assert prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=n_stages + 1, log=lambda _: None) is None
+    assert torch.load(tmp_path / "r.prune" / "finetune.pt", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "r.pt").exists()
+    resumed = prune_checkpoint(src, cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None)
+    a, b = checkpoint.read_raw(tmp_path / "straight.pt"), checkpoint.read_raw(tmp_path / "r.pt")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    labels = [r["label"] for r in resumed["pruning"]["history"]]
+    assert labels[-2:] == ["fine-tune 1/2", "fine-tune 2/2"] and labels == \
+        [r["label"] for r in straight["pruning"]["history"]]
+    assert [r["stage"] for r in resumed["pruning"]["history"]] == list(range(len(labels)))
+    # The fine-tune changed the network: it is not the plain removal of the gated filters.
+    plain = prune_checkpoint(src, _cfg("random"), tmp_path / "plain.pt", log=lambda _: None)
+    assert plain["widths"] == resumed["widths"]
+    c = checkpoint.read_raw(tmp_path / "plain.pt")
+    assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
+
+
 def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
     src = _source(tmp_path)
     prune_checkpoint(src, _cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None)
@@ -272,6 +297,7 @@ def test_cli_prune_then_info_and_eval(tmp_path: Path, capsys: pytest.CaptureFixt
     (["--target-pfr", "-0.2"], r"must be in \[0, 1\)"),
     (["--target-pfr", "0.5", "--method", "l2"], "unknown pruning method 'l2'"),
     (["--target-pfr", "0.5", "--granularity", "0"], "--granularity 0"),
+    (["--target-pfr", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
     (["--target-pfr", "fc9=0.5"], "not prunable layers"),
 ])
 def test_cli_bad_options_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],

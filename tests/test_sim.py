@@ -240,6 +240,73 @@ def test_narrow_accumulator_overflow_is_caught_and_wraps(tfc: Path) -> None:
     assert np.array_equal(y0, run.load(tfc).sim.predict(imgs)[0])  # unbounded semantics unchanged
 
 
+# ---------------------------------------------------------------- padded conv nets (VGG-11, NIN)
+# Random weights, trained-like BatchNorm statistics; seeds picked so that the nets predict
+# several classes on real images (a net that always says one class would agree with anything).
+PADDED = {"vgg11": ([16] * 8, 2), "nin": ([16] * 8, 1)}
+
+
+@pytest.fixture(scope="module", params=sorted(PADDED))
+def padded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp(request.param)
+    widths, seed = PADDED[request.param]
+    ckpt = save_random_net(request.param, widths, root / "net.pt", seed=seed, negative_gamma=0.3)
+    return make_build(ckpt, root / "build", target_fps=5000)
+
+
+def test_padded_streamlined_scores_are_exactly_brevitas_logits(padded: Path) -> None:
+    """The -1 padding survives FINN's streamlining exactly: on real images the scores in front of
+    TopK are one positive affine function of the Brevitas logits (FINN absorbed the rest into TopK)."""
+    import torch
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from bnnflow import checkpoint
+
+    imgs, _, _ = _images(padded, 12)
+    net, _ = checkpoint.load(padded.parent / "net.pt")
+    with torch.no_grad():
+        logits = net.eval()(torch.from_numpy(imgs.astype(np.float32) / 255.0)).numpy()
+    assert len(set(logits.argmax(1))) >= 2
+    model = ModelWrapper(str(padded / "intermediate_models" / "step_streamline.onnx"))
+    assert not model.get_nodes_by_op_type("Pad")
+    scores_name = model.get_nodes_by_op_type("TopK")[0].input[0]
+    inp = model.graph.input[0].name
+    layout_nhwc = model.get_tensor_shape(inp)[-1] == imgs.shape[1]
+    scores = np.stack([
+        execute_onnx(model, {inp: (im[None].transpose(0, 2, 3, 1) if layout_nhwc else im[None]).astype(np.float32)},
+                     return_full_exec_context=True)[scores_name].reshape(-1)
+        for im in imgs])
+    a = np.stack([logits.ravel(), np.ones(logits.size)], 1)
+    (scale, shift), *_ = np.linalg.lstsq(a, scores.ravel(), rcond=None)
+    assert scale > 0 and np.abs(a @ [scale, shift] - scores.ravel()).max() < 1e-6 * np.abs(scores).max()
+
+
+def test_padded_build_has_fmpadding(padded: Path) -> None:
+    layers = load_graph(open_build(padded).accel).layers
+    pads = [layer for layer in layers if layer.op == "FMPadding"]
+    convs = [layer for layer in layers if layer.op == "ConvolutionInputGenerator"]
+    assert pads and len(pads) <= len(convs)
+    assert any(layer.attrs["inputDataType"] == "BINARY" for layer in pads)  # bipolar -1 is bit 0
+
+
+def test_padded_intermediates_equal_finn(padded: Path) -> None:
+    imgs, _, _ = _images(padded, 2)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([imgs, rng.integers(0, 256, size=(2, *imgs.shape[1:]), dtype=np.uint8)])
+    assert _check_intermediates(padded, x) >= len(load_graph(open_build(padded).accel).layers)
+
+
+def test_padded_agrees_with_torch_and_finn_estimates(padded: Path) -> None:
+    imgs, _, _ = _images(padded, 300)
+    ld = run.load(padded)
+    out, _ = ld.sim.predict(imgs)
+    ref = verify.torch_top1(verify.checkpoint_of(ld.build), imgs)
+    assert len(set(ref)) >= 2 and np.array_equal(verify.top1(out), ref)
+    b = open_build(padded)
+    rep = cycle_report(load_graph(b.accel, b.parent), b.clock_ns)
+    assert rep["layers"] == {k: int(v) for k, v in b.report("estimate_layer_cycles.json").items()}
+
+
 # ---------------------------------------------------------------- full CNV (slow)
 @pytest.mark.slow
 def test_full_cnv_end_to_end(tmp_path: Path) -> None:
