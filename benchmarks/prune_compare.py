@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--granularity", type=int, default=1)
     ap.add_argument("--stage-samples", type=int, default=10000)
     ap.add_argument("--stage-epochs", type=int, default=1)
+    ap.add_argument("--finetune-epochs", type=int, default=0,
+                    help="whole-network fine-tune of each pruned net (prune.finetune), full epochs")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the mean")
     ap.add_argument("--out", type=Path, required=True, help="folder for the pruned checkpoints and reports")
     a = ap.parse_args()
@@ -43,13 +45,15 @@ def main() -> None:
         for m in methods:
             for seed in seeds:
                 cfg = PruneConfig(method=m, target_pfr=p, granularity=a.granularity,
-                                  stage_samples=a.stage_samples or None, main_epochs=a.stage_epochs, seed=seed)
+                                  stage_samples=a.stage_samples or None, main_epochs=a.stage_epochs, seed=seed,
+                                  finetune_epochs=a.finetune_epochs)
                 t0 = time.time()
                 s = prune_checkpoint(a.checkpoint, cfg, a.out / f"{m}_{p:.2f}_s{seed}.pt", log=lambda _: None)
                 rows.append({"method": m, "target_pfr": p, "seed": seed, "accuracy": s["accuracy"],
                              "pfr": s["pruning"]["pfr"], "wall_s": round(time.time() - t0, 1)})
                 print(f"{m} target {p} seed {seed}: PFR {s['pruning']['pfr']:.4f} accuracy {s['accuracy']:.4f} "
                       f"[{time.time() - t0:.0f}s]", flush=True)
+                (a.out / "compare.json").write_text(json.dumps(rows, indent=2))  # partial results survive
     (a.out / "compare.json").write_text(json.dumps(rows, indent=2))
 
     def cell(m: str, p: float) -> str:
