@@ -37,7 +37,10 @@ runs them around FINN's own:
    ``FMPadding`` inserts are exactly the -1 padding of the bipolar net.
 
 :func:`check_padding` refuses, in one line naming the node, any padding the
-four could not bring into a form FINN builds correctly.
+four could not bring into a form FINN builds correctly, and
+:func:`refuse_zero_padded_bipolar` a conv that zero-pads bipolar activations
+(a user's net with ``padding=1`` on 1-bit activations): 0 is not a bipolar
+value, and as bits FINN would pad with -1, a different network.
 """
 
 from __future__ import annotations
@@ -212,9 +215,23 @@ class BipolarPadToBinary(Transformation):
         return model, False
 
 
+def refuse_zero_padded_bipolar(model: ModelWrapper) -> None:
+    """Refuse an ``Im2Col`` that pads a BIPOLAR tensor with 0 (run before the XNOR conversion)."""
+    for k, node in enumerate(model.get_nodes_by_op_type("Im2Col"), start=1):
+        inst = getCustomOp(node)
+        if model.get_tensor_datatype(node.input[0]) == DataType["BIPOLAR"] and \
+                any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") == 0:
+            raise BnnflowError(
+                f"convolution {k} (counting from the input) zero-pads 1-bit (bipolar) activations; 0 is not a binary value, and "
+                "FINN's XNOR layers would pad with -1 instead. Pad binary activations with -1 "
+                "(models.layers.BinaryPad) or use convolutions without padding")
+
+
 def check_padding(model: ModelWrapper) -> None:
     """Refuse padding that did not end as zero padding of an ``Im2Col`` (what FINN builds)."""
+    convs = 0
     for node in model.graph.node:
+        convs += node.op_type == "Im2Col"
         if node.op_type == "Pad":
             info = _constant_pad(model, node)
             raise BnnflowError(
@@ -225,5 +242,5 @@ def check_padding(model: ModelWrapper) -> None:
             inst = getCustomOp(node)
             if any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") != 0:
                 raise BnnflowError(
-                    f"conv input {node.name} pads with {inst.get_nodeattr('pad_value')} on a "
+                    f"convolution {convs} (counting from the input) pads with {inst.get_nodeattr('pad_value')} on a "
                     f"{model.get_tensor_datatype(node.input[0]).name} tensor; FINN's FMPadding pads with 0 only")

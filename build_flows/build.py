@@ -143,8 +143,8 @@ class _Runner:
             self.log.append(logfile.read_text())  # each call starts the log afresh
         if rc != 0:
             step, exc = self.error or ("build_dataflow_cfg", RuntimeError("see the build log"))
-            if isinstance(exc, BnnflowError):
-                raise exc
+            if isinstance(exc, BnnflowError):  # bnnflow's own checks inside a step: name the file
+                raise BnnflowError(f"{self.model_file}: {exc}") from None
             if isinstance(exc, KeyboardInterrupt):
                 raise exc
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -317,6 +317,7 @@ def step_streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
         model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
         model = model.transform(MakeMaxPoolNHWC())
         model = model.transform(absorb.AbsorbConsecutiveTransposes())
+        bp.refuse_zero_padded_bipolar(model)
     model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = model.transform(bp.BipolarPadToBinary())
     model = model.transform(Streamline())

@@ -169,6 +169,21 @@ def test_residual_net_is_refused(tmp_path: Path) -> None:
     _fails(ckpt, tmp_path, r"Add node .* combines two computed tensors \(a residual connection\)")
 
 
+def test_zero_padding_of_binary_activations_is_refused(tmp_path: Path) -> None:
+    """A user's Brevitas net with padding=1 on 1-bit activations: FINN would pad its bits with -1."""
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        QuantIdentity(bit_width=1), QuantConv2d(3, 8, 3, padding=1, bias=False, weight_bit_width=1),
+        torch.nn.BatchNorm2d(8), QuantIdentity(bit_width=1), torch.nn.Flatten(),
+        QuantLinear(8 * 8 * 8, 10, bias=False, weight_bit_width=1))
+    src = tmp_path / "zero_pad.onnx"
+    export_qonnx(net.eval(), input_t=torch.rand(1, 3, 8, 8), export_path=str(src))
+    _fails(src, tmp_path, r"model.onnx: convolution 1 \(counting from the input\) zero-pads 1-bit \(bipolar\)")
+
+
 def test_padded_conv_net_builds(tmp_path: Path) -> None:
     """VGG-11 pads every conv with -1 (its first layer the 8-bit input): FINN's FMPadding in the
     build, code for every layer. Exactness is checked in test_sim (padded nets)."""
