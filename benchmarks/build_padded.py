@@ -1,8 +1,8 @@
-"""FINN builds of the padded conv nets (VGG-11, NIN) at full and at pruned-like widths.
+"""FINN builds of the padded conv nets (VGG-11, NIN, ResNet-18) at full and at pruned-like widths.
 
     python benchmarks/build_padded.py [--target-fps 1000] [--board Pynq-Z1] [--sim 1000] [--out build/bench_padded]
 
-No trained VGG-11/NIN ships (CIFAR-10 training of these on a 2-core CPU is
+No trained VGG-11/NIN/ResNet-18 ships (CIFAR-10 training of these on a 2-core CPU is
 out of reach), so the nets carry random binary weights with trained-like
 BatchNorm statistics (tests/helpers.save_random_net, seed 2, 30% negative
 scales). FINN's resource estimates and the build time depend on the widths
@@ -31,6 +31,8 @@ NETS = {
     "vgg11": list(models.ARCHS["vgg11"].default_widths),
     "vgg11_pruned_widths": [40, 72, 152, 136, 304, 288, 312, 320],  # PFR 0.4 of the conv filters
     "nin": list(models.ARCHS["nin"].default_widths),
+    "resnet18": list(models.ARCHS["resnet18"].default_widths),
+    "resnet18_pruned_widths": [64, 128, 256, 512, 32, 32, 64, 64, 128, 128, 256, 256],  # inner widths halved
 }
 
 

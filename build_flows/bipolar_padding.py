@@ -123,7 +123,7 @@ class MoveScalarLinearPastPad(Transformation):
         return model, False
 
 
-def _integer_type(lo: int, hi: int) -> DataType:
+def integer_type(lo: int, hi: int) -> DataType:
     """The narrowest INTn/UINTn holding ``[lo, hi]``."""
     for bits in range(1, 33):
         dt = DataType[f"UINT{bits}"] if lo >= 0 else DataType[f"INT{max(bits, 2)}"]
@@ -154,7 +154,7 @@ class ZeroPadThresholdOutput(Transformation):
             n_thresholds = int(model.get_tensor_shape(mt.input[1])[-1])
             new_bias = int(bias - value)
             inst.set_nodeattr("out_bias", float(new_bias))
-            inst.set_nodeattr("out_dtype", _integer_type(new_bias, new_bias + n_thresholds).name)
+            inst.set_nodeattr("out_dtype", integer_type(new_bias, new_bias + n_thresholds).name)
             _set_pad_value(model, pad, 0.0)
             shifted = model.make_new_valueinfo_name()
             const = model.make_new_valueinfo_name()

@@ -47,11 +47,15 @@ and one correction of FINN's bit-width minimization (with or without Vivado):
    FINN's ``report/auto_folding_config.json``. Folding files are checked for
    the same rule before FINN runs (:func:`build_flows.folding.check_folding`).
 6. FINN's streamlining gets nonzero (-1) padding wrong in three places and
-   cannot build a standalone NCHW ``Pad`` (see :mod:`build_flows.bipolar_padding`).
-   bnnflow's ``step_streamline`` is FINN's, transformation for
-   transformation, with that module's four exact rewrites put in around
-   FINN's own, and a check that every pad ended as FINN's zero padding.
-   Graphs without ``Pad`` come out as from FINN's step.
+   cannot build a standalone NCHW ``Pad`` (:mod:`build_flows.bipolar_padding`),
+   leaves a mean's 1/N in front of TopK (:mod:`build_flows.global_pool`),
+   cannot absorb a residual sum into thresholds, and its XNOR conversion
+   re-types a forked bipolar activation for every reader and fails on the
+   second XNOR reader (:mod:`build_flows.residual`). bnnflow's
+   ``step_streamline`` is FINN's, transformation for transformation, with
+   those modules' exact rewrites put in around FINN's own, and a check that
+   every pad ended as FINN's zero padding. Graphs without padding, global
+   pooling or residual sums (TFC/SFC/LFC, CNV) come out as from FINN's step.
 """
 
 from __future__ import annotations
@@ -304,8 +308,11 @@ def step_streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
 
     from build_flows import bipolar_padding as bp
     from build_flows.global_pool import LowerGlobalAveragePoolBeforeTopK, ReduceMeanToGlobalAveragePool
+    from build_flows.residual import (BinaryResidualToPopcountSum, MergeTwinThresholds, ResidualJoinToNHWC,
+                                      SplitBipolarThresholdForks)
 
     model = model.transform(ReduceMeanToGlobalAveragePool())
+    model = model.transform(BinaryResidualToPopcountSum())
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
     model = model.transform(bp.MoveScalarLinearPastPad())
     model = model.transform(bp.ZeroPadThresholdOutput())
@@ -318,9 +325,16 @@ def step_streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
         model = model.transform(MakeMaxPoolNHWC())
         model = model.transform(absorb.AbsorbConsecutiveTransposes())
         bp.refuse_zero_padded_bipolar(model)
+    model = model.transform(SplitBipolarThresholdForks())
     model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = model.transform(bp.BipolarPadToBinary())
+    model = model.transform(MergeTwinThresholds())
     model = model.transform(Streamline())
+    model = model.transform(ResidualJoinToNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
+    model = model.transform(MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
     model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
     model = model.transform(LowerGlobalAveragePoolBeforeTopK())
     model = model.transform(InferDataLayouts())

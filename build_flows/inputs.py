@@ -4,8 +4,7 @@ Everything here runs before FINN does, so a bad input ends in one clear
 :class:`BnnflowError` instead of a failure deep inside a FINN step:
 
 * an unreadable or corrupt ONNX file;
-* op types the W1A1 flow does not handle (named, with their nodes), and
-  residual sums of two computed tensors;
+* op types the W1A1 flow does not handle (named, with their nodes);
 * quantizers that are not binary: weights must be 1-bit (``BipolarQuant`` or
   a 1-bit ``Quant``), activations too, except one quantizer of at most 8 bits
   on the input path (the conv nets' 8-bit input);
@@ -95,14 +94,6 @@ def check_w1a1(model: Any, path: Path) -> None:
                            for op, names in ops.items())
         raise BnnflowError(f"{path}: unsupported layer type(s) for the W1A1 FINN flow: {listed}. "
                            f"Supported: {', '.join(sorted(SUPPORTED_OPS))}")
-    for n in model.graph.node:
-        if n.op_type in ("Add", "Sub", "Mul", "Div") and len(n.input) == 2 and \
-                all(model.get_initializer(i) is None for i in n.input):
-            raise BnnflowError(
-                f"{path}: {n.op_type} node {n.name} combines two computed tensors (a residual connection); "
-                "bnnflow cannot build it: the sum of two BatchNorm-scaled branches before the sign has no "
-                "exact streaming form in FINN's W1A1 flow. Residual nets (resnet18) train, prune and "
-                "export, but do not build")
     weight_layers = [n for n in model.graph.node if n.op_type in WEIGHT_OPS]
     if not weight_layers:
         raise BnnflowError(f"{path}: no Conv, Gemm or MatMul layer; nothing to build")

@@ -193,8 +193,12 @@ class BinaryBasicBlock(nn.Module):
     """Binary residual block: sign(BN(conv(sign(BN(conv(x))))) + shortcut(x)).
 
     The residual sum is taken on real values before the sign, as in binary
-    ResNets (Bi-Real, XNOR-Net). The shortcut is the identity, or a strided
-    1x1 binary conv with BatchNorm when shape changes.
+    ResNets (Bi-Real, XNOR-Net). The shortcut is the identity, or, when the
+    shape changes, a strided 1x1 binary conv with BatchNorm and a sign
+    **(our choice, for FINN)**: with a +-1 shortcut every block's output is
+    ``[popcount + E * shortcut_bit >= W]`` per channel, an exact integer
+    form FINN streams (see build_flows/residual.py); a real-valued shortcut
+    would need a second per-channel scale in the sum.
     """
 
     def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int) -> None:
@@ -202,7 +206,7 @@ class BinaryBasicBlock(nn.Module):
         self.unit1 = BinaryUnit(in_ch, inner, 3, stride=stride, padding=1)
         self.unit2 = BinaryUnit(inner, out_ch, 3, padding=1, act=False)
         self.shortcut = (
-            BinaryUnit(in_ch, out_ch, 1, stride=stride, act=False)
+            BinaryUnit(in_ch, out_ch, 1, stride=stride)
             if stride != 1 or in_ch != out_ch
             else None
         )

@@ -164,11 +164,6 @@ def test_unsupported_layer(tmp_path: Path) -> None:
     _fails(src, tmp_path, r"unsupported layer type\(s\).*Tanh")
 
 
-def test_residual_net_is_refused(tmp_path: Path) -> None:
-    ckpt = save_random_net("resnet18", [8] * 12, tmp_path / "res.pt")
-    _fails(ckpt, tmp_path, r"Add node .* combines two computed tensors \(a residual connection\)")
-
-
 def test_zero_padding_of_binary_activations_is_refused(tmp_path: Path) -> None:
     """A user's Brevitas net with padding=1 on 1-bit activations: FINN would pad its bits with -1."""
     from brevitas.export import export_qonnx

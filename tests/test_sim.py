@@ -307,6 +307,86 @@ def test_padded_agrees_with_torch_and_finn_estimates(padded: Path) -> None:
     assert rep["layers"] == {k: int(v) for k, v in b.report("estimate_layer_cycles.json").items()}
 
 
+# ---------------------------------------------------------------- residual net (ResNet-18)
+RESNET = [8, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 8]
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("resnet")
+    ckpt = save_random_net("resnet18", RESNET, root / "net.pt", seed=4, negative_gamma=0.3)
+    return make_build(ckpt, root / "build", target_fps=2000)
+
+
+def test_residual_block_constants_are_exact() -> None:
+    """[a (2 pc - K) + b + s >= t] == [pc + E sb >= W] for every pc in [0, K] and s = +-1."""
+    from build_flows.residual import block_constants
+
+    rng = np.random.default_rng(0)
+    k = 27
+    a = np.concatenate([rng.uniform(0.01, 2, 200), np.zeros(40)])
+    b, t = rng.uniform(-30, 30, 240), rng.uniform(-3, 3, 240)
+    b[200:] = rng.choice([-2.0, -0.5, 0.0, 0.5, 2.0], 40)  # a = 0: the sign depends on s only
+    e, w = block_constants(a, b, t, k)
+    pc = np.arange(k + 1)[:, None]
+    for s in (-1, 1):
+        want = a * (2 * pc - k) + b + s >= t
+        got = pc + e * (s + 1) // 2 >= w
+        assert np.array_equal(want, got)
+
+
+def test_resnet_block_outputs_equal_brevitas(resnet: Path) -> None:
+    """Every residual block's output in FINN's streamlined graph is Brevitas' block output (as
+    bits), on real images: the integer sum the residual rewrite builds is exact."""
+    import torch
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from bnnflow import checkpoint
+
+    imgs, _, _ = _images(resnet, 4)
+    net, _ = checkpoint.load(resnet.parent / "net.pt")
+    outs: list[np.ndarray] = []
+    hooks = [blk.register_forward_hook(lambda _m, _i, o: outs.append(o.detach().numpy())) for blk in net.blocks]
+    with torch.no_grad():
+        net.eval()(torch.from_numpy(imgs.astype(np.float32) / 255.0))
+    for h in hooks:
+        h.remove()
+    model = ModelWrapper(str(resnet / "intermediate_models" / "step_streamline.onnx"))
+    joins = [n for n in model.graph.node if n.op_type == "Add" and
+             all(model.get_initializer(i) is None for i in n.input)]
+    assert len(joins) == 8
+    block_out = [model.find_consumer(j.output[0]).output[0] for j in joins]
+    inp = model.graph.input[0].name
+    for i, im in enumerate(imgs):
+        ctx = execute_onnx(model, {inp: im[None].astype(np.float32)}, return_full_exec_context=True)
+        for k, name in enumerate(block_out):
+            want = (outs[k][i].transpose(1, 2, 0) + 1) / 2  # NCHW +-1 -> NHWC bits
+            assert np.array_equal(ctx[name][0], want), f"block {k + 1}, image {i}"
+
+
+def test_resnet_build_streams_the_residuals(resnet: Path) -> None:
+    ops = [layer.op for layer in load_graph(open_build(resnet).accel).layers]
+    assert ops.count("ElementwiseAdd") == 8 and ops.count("DuplicateStreams") >= 7
+    assert "ElementwiseMul" in ops and ops.count("Thresholding") >= 8
+
+
+def test_resnet_intermediates_equal_finn(resnet: Path) -> None:
+    imgs, _, _ = _images(resnet, 2)
+    x = np.concatenate([imgs, np.random.default_rng(4).integers(0, 256, size=(1, *imgs.shape[1:]), dtype=np.uint8)])
+    assert _check_intermediates(resnet, x) >= len(load_graph(open_build(resnet).accel).layers)
+
+
+def test_resnet_agrees_with_torch_and_finn_estimates(resnet: Path) -> None:
+    imgs, _, _ = _images(resnet, 300)
+    ld = run.load(resnet)
+    out, _ = ld.sim.predict(imgs)
+    ref = verify.torch_top1(verify.checkpoint_of(ld.build), imgs)
+    assert len(set(ref)) >= 2 and np.array_equal(verify.top1(out), ref)
+    b = open_build(resnet)
+    rep = cycle_report(load_graph(b.accel, b.parent), b.clock_ns)
+    assert rep["layers"] == {k: int(v) for k, v in b.report("estimate_layer_cycles.json").items()}
+
+
 # ---------------------------------------------------------------- full CNV (slow)
 @pytest.mark.slow
 def test_full_cnv_end_to_end(tmp_path: Path) -> None:
