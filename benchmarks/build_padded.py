@@ -1,6 +1,7 @@
 """FINN builds of the padded conv nets (VGG-11, NIN, ResNet-18) at full and at pruned-like widths.
 
-    python benchmarks/build_padded.py [--target-fps 1000] [--board Pynq-Z1] [--sim 1000] [--out build/bench_padded]
+    python benchmarks/build_padded.py [--target-fps 1000] [--board Pynq-Z1] [--sim 1000] [--nets vgg11,nin]
+                                      [--out build/bench_padded]
 
 No trained VGG-11/NIN/ResNet-18 ships (CIFAR-10 training of these on a 2-core CPU is
 out of reach), so the nets carry random binary weights with trained-like
@@ -42,10 +43,12 @@ def main() -> None:
     p.add_argument("--board", default="Pynq-Z1")
     p.add_argument("--sim", type=int, default=1000, help="test images for the torch agreement")
     p.add_argument("--out", type=Path, default=Path("build/bench_padded"))
+    p.add_argument("--nets", default=",".join(NETS), help=f"comma-separated subset of {', '.join(NETS)}")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, widths in NETS.items():
+    for name in a.nets.split(","):
+        widths = NETS[name]
         arch = name.split("_")[0]
         ckpt = save_random_net(arch, widths, a.out / f"{name}.pt", seed=2, negative_gamma=0.3)
         t0 = time.perf_counter()
