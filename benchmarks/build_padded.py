@@ -34,6 +34,7 @@ NETS = {
     "nin": list(models.ARCHS["nin"].default_widths),
     "resnet18": list(models.ARCHS["resnet18"].default_widths),
     "resnet18_pruned_widths": [64, 128, 256, 512, 32, 32, 64, 64, 128, 128, 256, 256],  # inner widths halved
+    "resnet18_half": [32, 64, 128, 256, 32, 32, 64, 64, 128, 128, 256, 256],  # every width halved
 }
 
 
