@@ -289,22 +289,32 @@ def test_padded_build_has_fmpadding(padded: Path) -> None:
     assert any(layer.attrs["inputDataType"] == "BINARY" for layer in pads)  # bipolar -1 is bit 0
 
 
-def test_padded_intermediates_equal_finn(padded: Path) -> None:
-    imgs, _, _ = _images(padded, 2)
-    rng = np.random.default_rng(3)
+def _intermediates_on_real_and_random(build_dir: Path, seed: int) -> None:
+    """Every layer's output equals FINN's on two test images and two random ones."""
+    imgs, _, _ = _images(build_dir, 2)
+    rng = np.random.default_rng(seed)
     x = np.concatenate([imgs, rng.integers(0, 256, size=(2, *imgs.shape[1:]), dtype=np.uint8)])
-    assert _check_intermediates(padded, x) >= len(load_graph(open_build(padded).accel).layers)
+    assert _check_intermediates(build_dir, x) >= len(load_graph(open_build(build_dir).accel).layers)
 
 
-def test_padded_agrees_with_torch_and_finn_estimates(padded: Path) -> None:
-    imgs, _, _ = _images(padded, 300)
-    ld = run.load(padded)
+def _top1_and_cycles_agree(build_dir: Path) -> None:
+    """Top-1 equals Brevitas' on 300 test images (several classes), cycles equal FINN's estimates."""
+    imgs, _, _ = _images(build_dir, 300)
+    ld = run.load(build_dir)
     out, _ = ld.sim.predict(imgs)
     ref = verify.torch_top1(verify.checkpoint_of(ld.build), imgs)
     assert len(set(ref)) >= 2 and np.array_equal(verify.top1(out), ref)
-    b = open_build(padded)
+    b = open_build(build_dir)
     rep = cycle_report(load_graph(b.accel, b.parent), b.clock_ns)
     assert rep["layers"] == {k: int(v) for k, v in b.report("estimate_layer_cycles.json").items()}
+
+
+def test_padded_intermediates_equal_finn(padded: Path) -> None:
+    _intermediates_on_real_and_random(padded, seed=3)
+
+
+def test_padded_agrees_with_torch_and_finn_estimates(padded: Path) -> None:
+    _top1_and_cycles_agree(padded)
 
 
 # ---------------------------------------------------------------- residual net (ResNet-18)
@@ -371,20 +381,12 @@ def test_resnet_build_streams_the_residuals(resnet: Path) -> None:
 
 
 def test_resnet_intermediates_equal_finn(resnet: Path) -> None:
-    imgs, _, _ = _images(resnet, 2)
-    x = np.concatenate([imgs, np.random.default_rng(4).integers(0, 256, size=(1, *imgs.shape[1:]), dtype=np.uint8)])
-    assert _check_intermediates(resnet, x) >= len(load_graph(open_build(resnet).accel).layers)
+    """Includes the residual streams (DuplicateStreams, ElementwiseMul/Add) against FINN's execution."""
+    _intermediates_on_real_and_random(resnet, seed=4)
 
 
 def test_resnet_agrees_with_torch_and_finn_estimates(resnet: Path) -> None:
-    imgs, _, _ = _images(resnet, 300)
-    ld = run.load(resnet)
-    out, _ = ld.sim.predict(imgs)
-    ref = verify.torch_top1(verify.checkpoint_of(ld.build), imgs)
-    assert len(set(ref)) >= 2 and np.array_equal(verify.top1(out), ref)
-    b = open_build(resnet)
-    rep = cycle_report(load_graph(b.accel, b.parent), b.clock_ns)
-    assert rep["layers"] == {k: int(v) for k, v in b.report("estimate_layer_cycles.json").items()}
+    _top1_and_cycles_agree(resnet)
 
 
 # ---------------------------------------------------------------- full CNV (slow)
