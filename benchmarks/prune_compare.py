@@ -53,8 +53,7 @@ def main() -> None:
                              "pfr": s["pruning"]["pfr"], "wall_s": round(time.time() - t0, 1)})
                 print(f"{m} target {p} seed {seed}: PFR {s['pruning']['pfr']:.4f} accuracy {s['accuracy']:.4f} "
                       f"[{time.time() - t0:.0f}s]", flush=True)
-                (a.out / "compare.json").write_text(json.dumps(rows, indent=2))  # partial results survive
-    (a.out / "compare.json").write_text(json.dumps(rows, indent=2))
+                (a.out / "compare.json").write_text(json.dumps(rows, indent=2))  # after every run
 
     def cell(m: str, p: float) -> str:
         accs = [r["accuracy"] for r in rows if r["method"] == m and r["target_pfr"] == p]

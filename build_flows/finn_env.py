@@ -295,7 +295,8 @@ def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapp
 
 # ---------------------------------------------------------------- work-around 6
 def step_streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
-    """FINN's ``step_streamline`` with the padding rewrites of :mod:`build_flows.bipolar_padding`."""
+    """FINN's ``step_streamline`` with the rewrites of :mod:`build_flows.bipolar_padding`,
+    :mod:`build_flows.global_pool` and :mod:`build_flows.residual` (work-around 6)."""
     import finn.transformation.streamline.absorb as absorb
     from finn.builder.build_dataflow_config import VerificationStepType
     from finn.builder.build_dataflow_steps import verify_step

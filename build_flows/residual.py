@@ -51,6 +51,13 @@ def _is_bipolar_threshold(model: ModelWrapper, node) -> bool:
     return inst.get_nodeattr("out_dtype") == "BIPOLAR" and int(model.get_tensor_shape(node.input[1])[-1]) == 1
 
 
+def _copy_threshold(node, output: str, name: str):
+    """A new ``MultiThreshold`` node with ``node``'s inputs and attributes, writing ``output``."""
+    twin = helper.make_node("MultiThreshold", list(node.input), [output], domain=node.domain, name=name)
+    twin.attribute.extend(node.attribute)
+    return twin
+
+
 def _bn_affine(model: ModelWrapper, bn) -> tuple[np.ndarray, np.ndarray]:
     gamma, beta, mean, var = (model.get_initializer(i).astype(np.float64) for i in bn.input[1:5])
     eps_attr = get_by_name(bn.attribute, "epsilon")
@@ -108,9 +115,11 @@ class BinaryResidualToPopcountSum(Transformation):
             model.set_initializer(conv.input[1], weights)
             e, w = block_constants(np.abs(a), b, t, k)
 
-            def const(value: np.ndarray | float, shape: tuple[int, ...]) -> str:
+            def const(value: np.ndarray | float, shape: tuple[int, ...], dt: DataType) -> str:
+                """A new initializer (never one another node may share)."""
                 name = model.make_new_valueinfo_name()
                 model.set_initializer(name, np.asarray(value, dtype=np.float32).reshape(shape))
+                model.set_tensor_datatype(name, dt)
                 return name
 
             # The shortcut bit: the shortcut's thresholding with BINARY output (a copy if it forks).
@@ -118,9 +127,7 @@ class BinaryResidualToPopcountSum(Transformation):
                 bit_node, bit = mt_s, mt_s.output[0]
             else:
                 bit = model.make_new_valueinfo_name()
-                bit_node = helper.make_node("MultiThreshold", list(mt_s.input), [bit],
-                                            domain=mt_s.domain, name=f"{mt_s.name}_bit")
-                bit_node.attribute.extend(a for a in mt_s.attribute)
+                bit_node = _copy_threshold(mt_s, bit, f"{mt_s.name}_bit")
             inst = getCustomOp(bit_node)
             inst.set_nodeattr("out_dtype", "BINARY")
             inst.set_nodeattr("out_scale", 1.0)
@@ -130,16 +137,17 @@ class BinaryResidualToPopcountSum(Transformation):
             shifted, popcount, scaled = (model.make_new_valueinfo_name() for _ in range(3))
             index = list(graph.node).index(bn)
             graph.node.remove(bn)
+            float32 = DataType["FLOAT32"]
+            e_const = const(e, (1, channels, 1, 1), integer_type(int(e.min()), int(e.max())))
             for j, node in enumerate([
-                helper.make_node("Add", [conv.output[0], const(float(k), ())], [shifted], name=f"{add.name}_pc0"),
-                helper.make_node("Mul", [shifted, const(0.5, ())], [popcount], name=f"{add.name}_pc1"),
-                helper.make_node("Mul", [bit, const(e, (1, channels, 1, 1))], [scaled], name=f"{add.name}_e"),
+                helper.make_node("Add", [conv.output[0], const(float(k), (), float32)], [shifted],
+                                 name=f"{add.name}_pc0"),
+                helper.make_node("Mul", [shifted, const(0.5, (), float32)], [popcount], name=f"{add.name}_pc1"),
+                helper.make_node("Mul", [bit, e_const], [scaled], name=f"{add.name}_e"),
             ]):
                 graph.node.insert(index + j, node)
             add.input[0], add.input[1] = popcount, scaled
-            model.set_tensor_datatype(model.find_producer(scaled).input[1], integer_type(int(e.min()), int(e.max())))
-            model.set_initializer(mt_out.input[1], w.astype(np.float32).reshape(channels, 1))
-            model.set_tensor_datatype(mt_out.input[1], DataType["FLOAT32"])
+            mt_out.input[1] = const(w, (channels, 1), float32)
             model = model.transform(InferShapes())
             model = model.transform(InferDataTypes())
             return model, True
@@ -165,10 +173,7 @@ class SplitBipolarThresholdForks(Transformation):
             index = list(graph.node).index(node)
             for k, consumer in enumerate(consumers[1:], start=1):
                 out = model.make_new_valueinfo_name()
-                twin = helper.make_node("MultiThreshold", list(node.input), [out], domain=node.domain,
-                                        name=f"{node.name}_fork{k}")
-                twin.attribute.extend(a for a in node.attribute)
-                graph.node.insert(index + k, twin)
+                graph.node.insert(index + k, _copy_threshold(node, out, f"{node.name}_fork{k}"))
                 for j, i in enumerate(consumer.input):
                     if i == node.output[0]:
                         consumer.input[j] = out

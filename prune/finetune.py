@@ -73,14 +73,14 @@ def finetune(
     ``max_epochs`` run in this call.
     """
     path = state_path(work_dir)
-    opt = torch.optim.Adam(pruned.parameters(), lr=cfg.finetune_lr)
+    state = _load(path, cfg, list(pruned.widths)) if resume and path.is_file() else None
     start, rows, wall = 0, [], 0.0
-    if resume and path.is_file():
-        state = _load(path, cfg, list(pruned.widths))
+    if state is not None:
         pruned, _ = checkpoint.from_dict(state["net"], str(path))
-        opt = torch.optim.Adam(pruned.parameters(), lr=cfg.finetune_lr)
-        opt.load_state_dict(state["optimizer"])
         start, rows, wall = state["epoch"], list(state["rows"]), float(state["wall_time_s"])
+    opt = torch.optim.Adam(pruned.parameters(), lr=cfg.finetune_lr)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
         log(f"resuming the fine-tune after epoch {start}/{cfg.finetune_epochs} ({path})")
     tcfg = TrainConfig(arch=pruned.arch, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
                        lr=cfg.finetune_lr, seed=cfg.seed * 1009 + 977, augment=cfg.augment)
