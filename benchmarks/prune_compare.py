@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--stage-epochs", type=int, default=1)
     ap.add_argument("--finetune-epochs", type=int, default=0,
                     help="whole-network fine-tune of each pruned net (prune.finetune), full epochs")
+    ap.add_argument("--allocation", default="uniform", help="uniform | learned (see prune/allocation.py)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the mean")
     ap.add_argument("--out", type=Path, required=True, help="folder for the pruned checkpoints and reports")
     a = ap.parse_args()
@@ -46,7 +47,7 @@ def main() -> None:
             for seed in seeds:
                 cfg = PruneConfig(method=m, target_pfr=p, granularity=a.granularity,
                                   stage_samples=a.stage_samples or None, main_epochs=a.stage_epochs, seed=seed,
-                                  finetune_epochs=a.finetune_epochs)
+                                  finetune_epochs=a.finetune_epochs, allocation=a.allocation)
                 t0 = time.time()
                 s = prune_checkpoint(a.checkpoint, cfg, a.out / f"{m}_{p:.2f}_s{seed}.pt", log=lambda _: None)
                 rows.append({"method": m, "target_pfr": p, "seed": seed, "accuracy": s["accuracy"],

@@ -15,6 +15,10 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-pfr", required=True,
                    help="pruned-filter ratio in [0, 1): one number for every prunable layer, "
                         "LAYER=RATIO pairs (fc1=0.6,fc2=0.4) or a .json file of them")
+    p.add_argument("--allocation", default="uniform",
+                   help="per-layer counts of a global target: uniform (same share everywhere), learned "
+                        "(probed by the subsidiary component, same PFR) or learned-mac (same PFR and at "
+                        "most the uniform split's MACs per frame)")
     p.add_argument("--granularity", type=int, default=1,
                    help="every kept filter count is a multiple of this (FINN PE/SIMD)")
     p.add_argument("--out", type=Path, required=True, help="pruned checkpoint (.pt)")
@@ -48,7 +52,7 @@ def _prune(a: argparse.Namespace) -> int:
     from prune.schedule import PruneConfig
 
     cfg = PruneConfig(
-        method=a.method, target_pfr=a.target_pfr, granularity=a.granularity,
+        method=a.method, target_pfr=a.target_pfr, granularity=a.granularity, allocation=a.allocation,
         stage_samples=a.stage_samples or None, sub_epochs=a.sub_epochs, main_epochs=a.stage_epochs,
         batch_size=a.batch_size, lr_sub=a.lr_sub, lr_main=a.lr_main, kd_weight=a.kd_weight,
         kd_temp=a.kd_temp, sparsity=a.sparsity,

@@ -100,6 +100,15 @@ class FilterGate(nn.Module):
         self.budget = None
         self.m.requires_grad_(False)
 
+    def reset(self, init: float) -> None:
+        """Back to pass-through with ``m`` at ``init``, as before any training (after a probe)."""
+        with torch.no_grad():
+            self.m.fill_(float(init))
+        self.keep.fill_(True)
+        self.mode.fill_(OPEN)
+        self.budget = None
+        self.m.requires_grad_(False)
+
     def learn(self, budget: int | None = None) -> None:
         """Make the gates trainable; with ``budget``, exactly that many stay open at every step."""
         self.mode.fill_(LEARN)

@@ -3,7 +3,8 @@
 PFR = pruned filters / filters of all prunable layers (layers that cannot be
 pruned do not count). A target is global (every prunable layer gets the same
 ratio **(our choice)**, so that all methods prune the same counts and differ
-only in which filters they pick) or per layer. Every kept count is a positive
+only in which filters they pick; ``--allocation learned`` shares the same
+total out differently, see :mod:`prune.allocation`) or per layer. Every kept count is a positive
 multiple of the granularity G (FINN's PE/SIMD must divide channel counts),
 and the achieved PFR is at least the target (see :func:`kept_counts`).
 """

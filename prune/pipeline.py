@@ -63,6 +63,7 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
         "original_widths": list(net.widths),
         "target_pfr": pruner.cfg.target_pfr,
         "granularity": pruner.cfg.granularity,
+        "allocation": pruner.cfg.allocation,
         "prunable_filters": sum(pruner.original.values()),
         "pruned_filters": sum(pruner.original.values()) - sum(kept.values()),
         "source": source_path,

@@ -17,6 +17,11 @@ Stages, for the learned method (``subsidiary``) and the layer-wise baselines
   classifier retrain (cross-entropy + distillation) at ``lr_main``; layers
   below stay frozen.
 
+With ``--allocation learned`` or ``learned-mac`` (any method) an ``allocate`` stage comes first:
+the subsidiary component probes every layer and decides how many filters each
+keeps at the global target (:mod:`prune.allocation`); otherwise every layer
+keeps the same share (:func:`prune.pfr.kept_counts`).
+
 ``msf-cascade`` selects every layer by L1 norm at once (``select all``) and
 then retrains all prunable layers upward in as many stages as the layer-wise
 methods have retraining stages, so every method gets the same retraining
@@ -45,11 +50,13 @@ from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from bnnflow.train import TrainConfig, train_epoch
 from models.nets import BinaryNet
-from prune import baselines, pfr
+from prune import allocation, baselines, pfr
 from prune.gates import GateSet
 from prune.topology import unit_at
 
 METHODS = ("subsidiary", "msf-layerwise", "msf-cascade", "random")
+ALLOCATIONS = ("uniform", "learned", "learned-mac")
+PROBE_SAMPLES = 1000  # training images on which the allocation probe measures the loss
 STATE_FORMAT = "bnnflow-prune-state"
 
 
@@ -70,6 +77,7 @@ class PruneConfig:
     kd_temp: float = 4.0
     sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
     gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
+    allocation: str = "uniform"  # per-layer counts of a global target: one of ALLOCATIONS (prune.allocation)
     finetune_epochs: int = 0  # full passes of whole-network fine-tuning after removal (prune.finetune)
     finetune_lr: float = 1e-3  # its starting learning rate (cosine to 0)
     eval_limit: int | None = 2000  # test images for the per-stage accuracy (final: all)
@@ -82,6 +90,11 @@ class PruneConfig:
         if self.method not in METHODS:
             raise BnnflowError(f"unknown pruning method {self.method!r}: choose one of {', '.join(METHODS)}")
         self.target_pfr = pfr.parse_target(self.target_pfr)
+        if self.allocation not in ALLOCATIONS:
+            raise BnnflowError(f"unknown --allocation {self.allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+        if self.allocation != "uniform" and isinstance(self.target_pfr, dict):
+            raise BnnflowError(f"--allocation {self.allocation} distributes one global --target-pfr over the "
+                               "layers; per-layer targets already fix the counts")
         if self.granularity < 1:
             raise BnnflowError(f"--granularity {self.granularity}: must be a positive integer")
         if min(self.sub_epochs, self.main_epochs, self.batch_size) < 1 or (
@@ -93,18 +106,19 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class Stage:
-    kind: str  # select | retrain
-    layer: int  # index into the prunable layers (select: -1 = all at once)
+    kind: str  # allocate | select | retrain
+    layer: int  # index into the prunable layers (allocate, select: -1 = all at once)
 
     def label(self, names: list[str]) -> str:
         return f"{self.kind} {'all' if self.layer < 0 else names[self.layer]}"
 
 
-def stages(method: str, n_layers: int) -> list[Stage]:
+def stages(method: str, n_layers: int, allocation_: str = "uniform") -> list[Stage]:
     """The stage list of ``method`` for a network with ``n_layers`` prunable layers."""
+    first = [Stage("allocate", -1)] if allocation_ != "uniform" else []
     if method == "msf-cascade":
-        return [Stage("select", -1)] + [Stage("retrain", 0)] * n_layers
-    return [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
+        return first + [Stage("select", -1)] + [Stage("retrain", 0)] * n_layers
+    return first + [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
 
 
 def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
@@ -116,18 +130,24 @@ def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
     return data.Split(np.ascontiguousarray(split.images[idx]), split.labels[idx])
 
 
-def distillation_loss(teacher: BinaryNet, cfg: PruneConfig) -> Callable[..., torch.Tensor]:
+def objective(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+              cfg: PruneConfig) -> torch.Tensor:
     """Cross-entropy + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+    loss = F.cross_entropy(logits, labels)
+    if cfg.kd_weight > 0:
+        T = cfg.kd_temp
+        kl = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean")
+        loss = loss + cfg.kd_weight * T * T * kl
+    return loss
+
+
+def distillation_loss(teacher: BinaryNet, cfg: PruneConfig) -> Callable[..., torch.Tensor]:
+    """:func:`objective` against the teacher's logits on the same inputs."""
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, labels)
-        if cfg.kd_weight > 0:
-            with torch.no_grad():
-                t = teacher(inputs)
-            T = cfg.kd_temp
-            kl = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(t / T, 1), reduction="batchmean")
-            loss = loss + cfg.kd_weight * T * T * kl
-        return loss
+        with torch.no_grad():
+            t = teacher(inputs) if cfg.kd_weight > 0 else logits
+        return objective(logits, labels, t, cfg)
 
     return loss_fn
 
@@ -163,7 +183,7 @@ class Pruner:
         widths = {layer.name: self.net.widths[layer.width_index] for layer, _ in self.gates}
         self.original = widths
         self.targets = pfr.kept_counts(widths, cfg.target_pfr, cfg.granularity)
-        self.stages = stages(cfg.method, len(self.names))
+        self.stages = stages(cfg.method, len(self.names), cfg.allocation)
         self.done, self.history, self.wall = 0, [], 0.0
         dataset = self.net.dataset
         self.train_split = data.load(dataset, "train", cfg.data_dir)
@@ -181,6 +201,7 @@ class Pruner:
             "format": STATE_FORMAT, "config": asdict(self.cfg), "source": self.source,
             "done": self.done, "history": self.history, "wall_time_s": self.wall,
             "net": checkpoint.to_dict(self.net, {}), "gates": self.gates.state_dict(),
+            "targets": dict(self.targets),
         }, self.state_path)
 
     def resume(self) -> bool:
@@ -207,6 +228,7 @@ class Pruner:
         for _, gate in self.gates:
             gate.m.requires_grad_(False)
         self.done, self.history, self.wall = state["done"], list(state["history"]), state["wall_time_s"]
+        self.targets = {str(k): int(v) for k, v in state["targets"].items()}
         self.log(f"resuming after stage {self.done}/{len(self.stages)} ({self.state_path})")
         return True
 
@@ -232,14 +254,11 @@ class Pruner:
             loss = train_epoch(self.net, opt, split, tcfg, epoch, torch.device("cpu"), loss_fn, desc=desc)
         return loss
 
-    def _select_learned(self, i: int, stage_no: int) -> dict[str, Any]:
-        """Subsidiary step: train only layer i's gates, then keep the top filters by m."""
+    def _train_gates(self, i: int, budget: int, stage_no: int) -> float:
+        """Train only layer i's gates (``budget`` of them open), the main network frozen."""
         layer, gate = self.gates.layers[i], self.gates.gates[i]
-        if self.targets[layer.name] == self.original[layer.name]:  # nothing to prune here
-            gate.fix(torch.ones(self.original[layer.name], dtype=torch.bool))
-            return {}
         _set_trainable(self.net, self.gates, None)
-        gate.learn(budget=self.targets[layer.name])
+        gate.learn(budget=budget)
         base = distillation_loss(self.teacher, self.cfg)
 
         def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -249,12 +268,65 @@ class Pruner:
         # every forward, although train_epoch switches to training mode.
         hook = self.net.register_forward_pre_hook(lambda module, _inputs: (module.eval(), None)[1])
         try:
-            loss = self._train([gate.m], self.cfg.lr_sub, self.cfg.sub_epochs, stage_no, loss_fn,
+            return self._train([gate.m], self.cfg.lr_sub, self.cfg.sub_epochs, stage_no, loss_fn,
                                f"subsidiary {layer.name}")
         finally:
             hook.remove()
+
+    def _select_learned(self, i: int, stage_no: int) -> dict[str, Any]:
+        """Subsidiary step: train only layer i's gates, then keep the top filters by m."""
+        layer, gate = self.gates.layers[i], self.gates.gates[i]
+        if self.targets[layer.name] == self.original[layer.name]:  # nothing to prune here
+            gate.fix(torch.ones(self.original[layer.name], dtype=torch.bool))
+            return {}
+        loss = self._train_gates(i, self.targets[layer.name], stage_no)
         gate.fix(baselines.top_k_mask(gate.m, self.targets[layer.name]))
         return {"loss": loss}
+
+    @torch.no_grad()
+    def _probe_loss(self, probe: data.Split, teacher_logits: list[torch.Tensor]) -> float:
+        self.net.eval()
+        total = 0.0
+        for (x, y), t in zip(data.batches(probe, 500, shuffle=False), teacher_logits):
+            total += float(objective(self.net(x), y, t, self.cfg)) * len(y)
+        return total / len(probe)
+
+    def _allocate(self, stage_no: int) -> dict[str, Any]:
+        """Learned allocation (:mod:`prune.allocation`): rank each layer's filters by its trained
+        gates, measure the loss of keeping the top k, and share the kept total by those curves."""
+        G = self.cfg.granularity
+        probe = _random_subset(self.train_split, PROBE_SAMPLES, self.cfg.seed * 7919 + 104723)
+        with torch.no_grad():
+            self.teacher.eval()
+            teacher_logits = [self.teacher(x) for x, _ in data.batches(probe, 500, shuffle=False)]
+        curves: dict[str, dict[int, float]] = {}
+        for i, (layer, gate) in enumerate(self.gates):
+            n = self.original[layer.name]
+            counts = allocation.probe_counts(n, G)
+            if len(counts) > 1:
+                self._train_gates(i, min(self.targets[layer.name], counts[-2]), stage_no * 1000 + i)
+            ranking = gate.m.detach().clone()
+            curves[layer.name] = {}
+            for k in counts:
+                gate.fix(baselines.top_k_mask(ranking, k))
+                curves[layer.name][k] = self._probe_loss(probe, teacher_logits)
+            gate.reset(self.cfg.gate_init)
+        uniform = dict(self.targets)
+        costs = allocation.unit_costs(self.net, self.gates.layers)
+        limit = allocation.total_macs(costs, uniform)
+        total = sum(uniform.values())
+        if self.cfg.allocation == "learned":
+            learned = allocation.allocate(curves, self.original, total, G)
+        else:
+            learned = allocation.allocate_within(curves, self.original, total, G, costs, limit)
+        if learned is None:
+            self.log("allocation: no split of the kept total needs no more MACs than the uniform one; keeping it")
+        self.targets = learned or uniform
+        self.log("allocation (kept per layer): " + ", ".join(
+            f"{name} {self.targets[name]} (uniform {uniform[name]})" for name in self.names))
+        return {"targets": dict(self.targets), "uniform_targets": uniform,
+                "macs": allocation.total_macs(costs, self.targets), "uniform_macs": limit,
+                "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()}}
 
     def _select_rule(self, layer_ids: list[int], stage_no: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.cfg.seed * 104729 + stage_no)
@@ -270,7 +342,9 @@ class Pruner:
         t0 = time.time()
         stage_no = self.done + 1
         label = stage.label(self.names)
-        if stage.kind == "select":
+        if stage.kind == "allocate":
+            extra = self._allocate(stage_no)
+        elif stage.kind == "select":
             if self.cfg.method == "subsidiary":
                 extra = self._select_learned(stage.layer, stage_no)
             else:

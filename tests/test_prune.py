@@ -299,6 +299,8 @@ def test_cli_prune_then_info_and_eval(tmp_path: Path, capsys: pytest.CaptureFixt
     (["--target-pfr", "0.5", "--granularity", "0"], "--granularity 0"),
     (["--target-pfr", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
     (["--target-pfr", "fc9=0.5"], "not prunable layers"),
+    (["--target-pfr", "0.5", "--allocation", "greedy"], "unknown --allocation 'greedy'"),
+    (["--target-pfr", "fc1=0.5", "--allocation", "learned"], "per-layer targets already fix the counts"),
 ])
 def test_cli_bad_options_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               args: list[str], message: str) -> None:
@@ -316,3 +318,113 @@ def test_cli_foreign_checkpoint_is_refused(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["prune", str(foreign), "--target-pfr", "0.5", "--out", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "foreign.pt: not a bnnflow checkpoint" in err
+
+
+def test_allocation_is_the_best_split_of_the_kept_total() -> None:
+    """The dynamic programme against brute force on made-up sensitivity curves: it keeps exactly
+    the total, multiples of G, at least G per layer, and the smallest summed loss increase."""
+    import itertools
+
+    from prune.allocation import allocate, probe_counts
+
+    gen = torch.Generator().manual_seed(0)
+    widths = {"a": 16, "b": 24, "c": 40}
+    curves = {}
+    for name, n in widths.items():
+        counts = probe_counts(n, G)
+        drops = torch.rand(len(counts), generator=gen).sort(descending=True).values * 3
+        curves[name] = {k: float(d) for k, d in zip(counts, drops)}
+        curves[name][n] = 0.0
+    for total in (12, 40, 48, 80):
+        got = allocate(curves, widths, total, G)
+        assert sum(got.values()) == total and all(v % G == 0 and G <= v <= widths[k] for k, v in got.items())
+        options = [range(G, n + 1, G) for n in widths.values()]
+
+        def cost(ks: tuple[int, ...]) -> float:
+            from prune.allocation import _dense_curve
+            return sum(_dense_curve(curves[name], n, G)[k] for (name, n), k in zip(widths.items(), ks))
+
+        best = min((ks for ks in itertools.product(*options) if sum(ks) == total), key=cost)
+        assert cost(tuple(got.values())) == pytest.approx(cost(best))
+    # a layer whose filters cost nothing loses the most
+    flat = {**curves, "c": {k: 0.0 for k in curves["c"]}}
+    assert allocate(flat, widths, 40, G)["c"] == G
+    assert probe_counts(512, 8)[-1] == 512 and len(probe_counts(512, 8)) <= 13 and probe_counts(512, 8)[0] == 8
+
+
+@pytest.mark.parametrize("mode", ["learned", "learned-mac"])
+def test_learned_allocation_keeps_the_uniform_total_and_resumes(tmp_path: Path, mode: str) -> None:
+    """--allocation learned(-mac): an allocate stage first, the same PFR as the uniform split,
+    per-layer counts from the probe, recorded in the history (learned-mac: within the uniform
+    split's MACs); interrupted after it, the run resumes with them."""
+    from prune.allocation import probe_counts
+
+    src = _source(tmp_path)
+    cfg = lambda: _cfg(allocation=mode, target_pfr=0.4)  # noqa: E731 - a fresh config per run
+    assert prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None) is None
+    state = torch.load(tmp_path / "r.prune" / "state.pt", weights_only=True)
+    allocated = state["targets"]
+    uniform = pfr.kept_counts({"fc1": 24, "fc2": 20}, 0.4, G)
+    assert sum(allocated.values()) == sum(uniform.values())
+    summary = prune_checkpoint(src, cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None)
+    info = summary["pruning"]
+    assert info["kept"] == allocated and info["allocation"] == mode
+    assert info["pfr"] == pytest.approx(pfr.pfr({"fc1": 24, "fc2": 20}, uniform))
+    first = info["history"][1]
+    assert first["label"] == "allocate all" and first["targets"] == allocated
+    assert set(first["curves"]) == {"fc1", "fc2"}
+    assert sorted(map(int, first["curves"]["fc1"])) == probe_counts(24, G)
+    assert mode == "learned" or first["macs"] <= first["uniform_macs"]
+    assert info["max_logit_diff_gated_vs_pruned"] < 1e-4
+
+
+def _direct_macs(net: BinaryNet) -> float:
+    """MACs per frame of every binary unit's conv/linear layer, counted with forward hooks."""
+    total = []
+    hooks = [u.weight_layer.register_forward_hook(
+        lambda m, i, out: total.append(m.weight.numel() * (out[0, 0].numel() if out.dim() > 2 else 1)))
+        for u in net.binary_units()]
+    with torch.no_grad():
+        net.eval()(torch.zeros((1, *net.input_shape)))
+    for h in hooks:
+        h.remove()
+    return float(sum(total))
+
+
+@pytest.mark.parametrize("arch", ["cnv", "tfc", "resnet18"])
+def test_mac_model_matches_the_pruned_networks(arch: str) -> None:
+    """The allocation's MAC model, evaluated at kept counts, equals the MACs of the network built
+    with those widths (up to the units no prunable layer touches, which stay constant)."""
+    from prune.allocation import total_macs, unit_costs
+
+    net = _random_net(arch)
+    layers = prunable_layers(net)
+    costs = unit_costs(net, layers)
+    full = {layer.name: net.widths[layer.width_index] for layer in layers}
+    constant = _direct_macs(net) - total_macs(costs, full)
+    for kept in (pfr.kept_counts(full, 0.5, G), {name: G for name in full}):
+        widths = list(net.widths)
+        for layer in layers:
+            widths[layer.width_index] = kept[layer.name]
+        smaller = models.build(arch, widths)
+        assert _direct_macs(smaller) == pytest.approx(total_macs(costs, kept) + constant)
+
+
+def test_mac_limited_allocation_meets_the_limit() -> None:
+    """On CNV's shape with made-up curves that favour the costly early layers, the MAC-limited
+    allocation keeps the filter total and stays within the uniform split's MACs, while the
+    unlimited one exceeds them."""
+    from prune.allocation import allocate, allocate_within, probe_counts, total_macs, unit_costs
+
+    net = _random_net("cnv")
+    layers = prunable_layers(net)
+    costs = unit_costs(net, layers)
+    full = {layer.name: net.widths[layer.width_index] for layer in layers}
+    uniform = pfr.kept_counts(full, 0.4, G)
+    total, limit = sum(uniform.values()), total_macs(costs, uniform)
+    curves = {name: {k: (10.0 if i < 2 else 1.0) * (1 - k / n) for k in probe_counts(n, G)}
+              for i, (name, n) in enumerate(full.items())}
+    free = allocate(curves, full, total, G)
+    assert total_macs(costs, free) > limit
+    limited = allocate_within(curves, full, total, G, costs, limit)
+    assert limited is not None and sum(limited.values()) == total and total_macs(costs, limited) <= limit
