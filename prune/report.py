@@ -21,6 +21,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"pruned {p['pruned_filters']} of {p['prunable_filters']} filters of the prunable layers",
         f"- widths {p['original_widths']} -> {summary['widths']}",
         f"- wall time {summary['wall_time_s']:.0f} s",
+        *_allocation_lines(p),
         "",
         "| stage | step | accuracy (n) | PFR | kept | wall s |",
         "|---:|---|---:|---:|---|---:|",
@@ -35,6 +36,17 @@ def markdown(summary: dict[str, Any]) -> str:
     if p["method"] in ("msf-layerwise", "msf-cascade", "random"):
         lines.insert(2, "_Baseline reconstructed from the paper's description (see prune/README.md)._\n")
     return "\n".join(lines)
+
+
+def _allocation_lines(p: dict[str, Any]) -> list[str]:
+    """The learned allocation's outcome, if the run had an ``allocate`` stage."""
+    row = next((r for r in p["history"] if r["label"].startswith("allocate")), None)
+    if row is None:
+        return []
+    counts = ", ".join(f"{k}={v} ({row['uniform_targets'][k]})" for k, v in row["targets"].items())
+    return [f"- allocation `{p.get('allocation')}`: kept per layer {counts} (uniform split in brackets); "
+            f"MACs per frame of the binary layers {row['macs'] / 1e6:.2f} M (uniform split "
+            f"{row['uniform_macs'] / 1e6:.2f} M)"]
 
 
 def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:

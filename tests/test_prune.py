@@ -375,6 +375,7 @@ def test_learned_allocation_keeps_the_uniform_total_and_resumes(tmp_path: Path, 
     assert set(first["curves"]) == {"fc1", "fc2"}
     assert sorted(map(int, first["curves"]["fc1"])) == probe_counts(24, G)
     assert mode == "learned" or first["macs"] <= first["uniform_macs"]
+    assert f"- allocation `{mode}`: kept per layer fc1=" in (tmp_path / "r.prune" / "report.md").read_text()
     assert info["max_logit_diff_gated_vs_pruned"] < 1e-4
 
 
