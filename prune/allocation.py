@@ -47,16 +47,15 @@ from bnnflow.errors import BnnflowError
 from models.nets import BinaryNet
 from prune.topology import PrunableLayer, unit_at
 
-MAX_PROBE_POINTS = 12  # kept counts measured per layer; the rest of the curve is interpolated
+MAX_PROBE_POINTS = 12  # kept counts measured per layer (plus G); the curve is interpolated between
 
 
 def probe_counts(n: int, granularity: int) -> list[int]:
-    """Kept counts at which a layer of ``n`` filters is measured: multiples of G from G to n,
-    thinned evenly to at most MAX_PROBE_POINTS (n itself always included)."""
+    """Kept counts at which a layer of ``n`` filters is measured: multiples of G, evenly thinned
+    to at most MAX_PROBE_POINTS down from the largest one <= n, plus G itself."""
     units = n // granularity
     step = max(1, math.ceil(units / MAX_PROBE_POINTS))
-    points = sorted({u * granularity for u in range(units, 0, -step)} | {granularity})
-    return points
+    return sorted({u * granularity for u in range(units, 0, -step)} | {granularity})
 
 
 def _dense_curve(points: Mapping[int, float], n: int, granularity: int) -> dict[int, float]:
