@@ -113,9 +113,9 @@ class Stage:
         return f"{self.kind} {'all' if self.layer < 0 else names[self.layer]}"
 
 
-def stages(method: str, n_layers: int, allocation_: str = "uniform") -> list[Stage]:
+def stages(method: str, n_layers: int, allocation_mode: str = "uniform") -> list[Stage]:
     """The stage list of ``method`` for a network with ``n_layers`` prunable layers."""
-    first = [Stage("allocate", -1)] if allocation_ != "uniform" else []
+    first = [Stage("allocate", -1)] if allocation_mode != "uniform" else []
     if method == "msf-cascade":
         return first + [Stage("select", -1)] + [Stage("retrain", 0)] * n_layers
     return first + [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
@@ -201,7 +201,6 @@ class Pruner:
             "format": STATE_FORMAT, "config": asdict(self.cfg), "source": self.source,
             "done": self.done, "history": self.history, "wall_time_s": self.wall,
             "net": checkpoint.to_dict(self.net, {}), "gates": self.gates.state_dict(),
-            "targets": dict(self.targets),
         }, self.state_path)
 
     def resume(self) -> bool:
@@ -228,7 +227,10 @@ class Pruner:
         for _, gate in self.gates:
             gate.m.requires_grad_(False)
         self.done, self.history, self.wall = state["done"], list(state["history"]), state["wall_time_s"]
-        self.targets = {str(k): int(v) for k, v in state["targets"].items()}
+        allocate = Stage("allocate", -1).label(self.names)
+        allocated = next((row["targets"] for row in self.history if row["label"] == allocate), None)
+        if allocated is not None:  # the allocate stage ran: its counts replace the uniform split
+            self.targets = {str(k): int(v) for k, v in allocated.items()}
         self.log(f"resuming after stage {self.done}/{len(self.stages)} ({self.state_path})")
         return True
 

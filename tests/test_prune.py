@@ -354,26 +354,28 @@ def test_allocation_is_the_best_split_of_the_kept_total() -> None:
 
 @pytest.mark.parametrize("mode", ["learned", "learned-mac"])
 def test_learned_allocation_keeps_the_uniform_total_and_resumes(tmp_path: Path, mode: str) -> None:
-    """--allocation learned(-mac): an allocate stage first, the same PFR as the uniform split,
-    per-layer counts from the probe, recorded in the history (learned-mac: within the uniform
-    split's MACs); interrupted after it, the run resumes with them."""
+    """--allocation learned(-mac) on the shipped SFC and real images: an allocate stage first, the
+    same PFR as the uniform split, per-layer counts from the probe that differ from it, recorded
+    in the history (learned-mac: within the uniform split's MACs); interrupted after it, the run
+    resumes with those counts, not the uniform ones."""
     from prune.allocation import probe_counts
 
-    src = _source(tmp_path)
-    cfg = lambda: _cfg(allocation=mode, target_pfr=0.4)  # noqa: E731 - a fresh config per run
+    src = Path(__file__).resolve().parents[1] / "models" / "zoo" / "sfc_w1a1.pt"
+    widths = {"fc1": 256, "fc2": 256}
+    cfg = lambda: _cfg(allocation=mode, target_pfr=0.3)  # noqa: E731 - a fresh config per run
     assert prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None) is None
     state = torch.load(tmp_path / "r.prune" / "state.pt", weights_only=True)
-    allocated = state["targets"]
-    uniform = pfr.kept_counts({"fc1": 24, "fc2": 20}, 0.4, G)
-    assert sum(allocated.values()) == sum(uniform.values())
+    allocated = state["history"][-1]["targets"]
+    uniform = pfr.kept_counts(widths, 0.3, G)
+    assert sum(allocated.values()) == sum(uniform.values()) and allocated != uniform
     summary = prune_checkpoint(src, cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None)
     info = summary["pruning"]
     assert info["kept"] == allocated and info["allocation"] == mode
-    assert info["pfr"] == pytest.approx(pfr.pfr({"fc1": 24, "fc2": 20}, uniform))
+    assert info["pfr"] == pytest.approx(pfr.pfr(widths, uniform))
     first = info["history"][1]
     assert first["label"] == "allocate all" and first["targets"] == allocated
     assert set(first["curves"]) == {"fc1", "fc2"}
-    assert sorted(map(int, first["curves"]["fc1"])) == probe_counts(24, G)
+    assert sorted(map(int, first["curves"]["fc1"])) == probe_counts(256, G)
     assert mode == "learned" or first["macs"] <= first["uniform_macs"]
     assert f"- allocation `{mode}`: kept per layer fc1=" in (tmp_path / "r.prune" / "report.md").read_text()
     assert info["max_logit_diff_gated_vs_pruned"] < 1e-4
