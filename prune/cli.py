@@ -37,6 +37,9 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0,
                    help="after removal, fine-tune the whole pruned network for N full epochs (0: off)")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="starting learning rate of the fine-tune")
+    p.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="keep the last N training images out of every training step; the fine-tune then "
+                        "ends with its best epoch on them instead of its last (0: off)")
     p.add_argument("--kd-weight", type=float, default=1.0, help="distillation weight (0: off)")
     p.add_argument("--kd-temp", type=float, default=4.0, help="distillation temperature")
     p.add_argument("--sparsity", type=float, default=0.0, help="kept-filter penalty lambda (0: off)")
@@ -56,7 +59,7 @@ def _prune(a: argparse.Namespace) -> int:
         stage_samples=a.stage_samples or None, sub_epochs=a.sub_epochs, main_epochs=a.stage_epochs,
         batch_size=a.batch_size, lr_sub=a.lr_sub, lr_main=a.lr_main, kd_weight=a.kd_weight,
         kd_temp=a.kd_temp, sparsity=a.sparsity,
-        finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr, eval_limit=a.eval_limit,
+        finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr, holdout=a.holdout, eval_limit=a.eval_limit,
         seed=a.seed, data_dir=str(a.data_dir) if a.data_dir else None,
     )
     prune_checkpoint(a.checkpoint, cfg, a.out, a.work_dir, resume=a.resume, max_stages=a.stop_after)

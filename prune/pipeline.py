@@ -47,7 +47,7 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
     if pruner.cfg.finetune_epochs:
         pruned, rows, complete = finetune(pruned, distillation_loss(pruner.teacher, pruner.cfg), pruner.cfg,
                                           pruner.train_split, pruner.monitor, pruner.work_dir, resume,
-                                          max_epochs, log)
+                                          max_epochs, log, pruner.holdout)
         if not complete:
             log(f"stopped after fine-tune epoch {len(rows)}/{pruner.cfg.finetune_epochs}; continue with --resume")
             return None
@@ -64,6 +64,7 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
         "target_pfr": pruner.cfg.target_pfr,
         "granularity": pruner.cfg.granularity,
         "allocation": pruner.cfg.allocation,
+        "holdout": pruner.cfg.holdout,
         "prunable_filters": sum(pruner.original.values()),
         "pruned_filters": sum(pruner.original.values()) - sum(kept.values()),
         "source": source_path,

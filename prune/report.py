@@ -22,6 +22,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- widths {p['original_widths']} -> {summary['widths']}",
         f"- wall time {summary['wall_time_s']:.0f} s",
         *_allocation_lines(p),
+        *_finetune_lines(p),
         "",
         "| stage | step | accuracy (n) | PFR | kept | wall s |",
         "|---:|---|---:|---:|---|---:|",
@@ -47,6 +48,19 @@ def _allocation_lines(p: dict[str, Any]) -> list[str]:
     return [f"- allocation `{p.get('allocation')}`: kept per layer {counts} (uniform split in brackets); "
             f"MACs per frame of the binary layers {row['macs'] / 1e6:.2f} M (uniform split "
             f"{row['uniform_macs'] / 1e6:.2f} M)"]
+
+
+def _finetune_lines(p: dict[str, Any]) -> list[str]:
+    """Which fine-tune epoch the output holds, and why."""
+    rows = [r for r in p["history"] if r["label"].startswith("fine-tune")]
+    chosen = next((r for r in rows if r.get("chosen")), None)
+    if chosen is None:
+        return []
+    if "holdout_accuracy" not in chosen:
+        return [f"- fine-tune: {len(rows)} epochs; the output is the last one"]
+    return [f"- fine-tune: {len(rows)} epochs; the output is `{chosen['label']}`, the best on the "
+            f"{p['holdout']} held-out training images ({chosen['holdout_accuracy']:.4f}; per epoch: "
+            + ", ".join(f"{r['holdout_accuracy']:.4f}" for r in rows) + ")"]
 
 
 def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:

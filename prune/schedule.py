@@ -37,7 +37,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,6 +80,7 @@ class PruneConfig:
     allocation: str = "uniform"  # per-layer counts of a global target: one of ALLOCATIONS (prune.allocation)
     finetune_epochs: int = 0  # full passes of whole-network fine-tuning after removal (prune.finetune)
     finetune_lr: float = 1e-3  # its starting learning rate (cosine to 0)
+    holdout: int = 0  # last N training images: never trained on; the fine-tune keeps its best epoch on them
     eval_limit: int | None = 2000  # test images for the per-stage accuracy (final: all)
     seed: int = 0
     augment: bool | None = None  # None: on for CIFAR-10
@@ -102,6 +103,16 @@ class PruneConfig:
             raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
         if self.finetune_epochs < 0 or self.finetune_lr <= 0:
             raise BnnflowError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
+        if self.holdout < 0 or (self.holdout and not self.finetune_epochs):
+            raise BnnflowError(f"--holdout {self.holdout}: give a positive number of training images, "
+                               "together with --finetune-epochs (it picks the fine-tune's best epoch)")
+
+
+def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the defaults of options added since it was written, so that the
+    state of a run started by an older bnnflow still resumes when those options are left alone."""
+    defaults = {f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}
+    return {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,23 @@ def stages(method: str, n_layers: int, allocation_mode: str = "uniform") -> list
     if method == "msf-cascade":
         return first + [Stage("select", -1)] + [Stage("retrain", 0)] * n_layers
     return first + [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
+
+
+def split_holdout(split: data.Split, n: int) -> tuple[data.Split, data.Split | None]:
+    """``split`` without its last ``n`` samples, and those samples (None if ``n`` is 0).
+
+    Why the last ones: a fixed, documented set that no stage, probe or fine-tune
+    epoch ever draws from, so choosing the fine-tune's epoch on it is a choice
+    made without the test set and without images the network has fitted.
+    """
+    if n == 0:
+        return split, None
+    if n >= len(split):
+        raise BnnflowError(f"--holdout {n}: the training set has only {len(split)} images; "
+                           "hold out fewer")
+    keep = len(split) - n
+    return data.Split(split.images[:keep], split.labels[:keep]), data.Split(split.images[keep:],
+                                                                            split.labels[keep:])
 
 
 def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
@@ -186,7 +214,7 @@ class Pruner:
         self.stages = stages(cfg.method, len(self.names), cfg.allocation)
         self.done, self.history, self.wall = 0, [], 0.0
         dataset = self.net.dataset
-        self.train_split = data.load(dataset, "train", cfg.data_dir)
+        self.train_split, self.holdout = split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
         self.test_split = data.load(dataset, "test", cfg.data_dir)
         # A random subset: CIFAR-10's test split is ordered by class, its first N are one class.
         self.monitor = _random_subset(self.test_split, cfg.eval_limit, 0)
@@ -215,8 +243,8 @@ class Pruner:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise BnnflowError(f"{self.state_path}: not a bnnflow pruning state; remove it or drop --resume")
         mine = asdict(self.cfg)
-        if state["config"] != mine:
-            diff = sorted(k for k in mine if state["config"].get(k) != mine[k])
+        if with_defaults(state["config"]) != mine:
+            diff = sorted(k for k in mine if with_defaults(state["config"]).get(k) != mine[k])
             raise BnnflowError(f"{self.state_path}: was started with other options ({', '.join(diff)}); "
                                "use the same options, another --work-dir, or drop --resume")
         if not _same_weights(state["source"], self.source):

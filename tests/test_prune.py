@@ -12,6 +12,7 @@ import torch
 import models
 from bnnflow import checkpoint, cli, data
 from bnnflow.errors import BnnflowError
+from bnnflow.evaluate import accuracy
 from models.nets import BinaryNet
 from prune import pfr
 from prune.gates import GateSet
@@ -271,6 +272,39 @@ def test_finetune_is_resumable_and_recorded(tmp_path: Path) -> None:
     assert any(not torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_holdout_is_never_trained_on_and_picks_the_finetune_epoch(tmp_path: Path) -> None:
+    """``--holdout N``: the last N training images leave the training split, every fine-tune epoch is
+    scored on them, and the output is the best epoch's network (the first of equals), also when the
+    fine-tune was interrupted and resumed between epochs."""
+    src, n = _source(tmp_path), 500
+    # At this learning rate the second epoch scores best, so keeping the last one would fail the test.
+    cfg = lambda: _cfg("random", finetune_epochs=3, finetune_lr=1e-2, holdout=n)  # noqa: E731
+    pruner = Pruner(checkpoint.read_raw(src), cfg(), tmp_path / "x", log=lambda _: None)
+    full = data.load("mnist", "train")
+    assert len(pruner.train_split) == len(full) - n
+    assert pruner.holdout is not None and (pruner.holdout.images == full.images[-n:]).all()
+    straight = prune_checkpoint(src, cfg(), tmp_path / "straight.pt", log=lambda _: None)
+    rows = [r for r in straight["pruning"]["history"] if r["label"].startswith("fine-tune")]
+    scores = [r["holdout_accuracy"] for r in rows]
+    assert [r["chosen"] for r in rows] == [k == scores.index(max(scores)) for k in range(3)]
+    assert not rows[-1]["chosen"]
+    net, _ = checkpoint.load(tmp_path / "straight.pt")
+    assert accuracy(net, pruner.holdout) == max(scores)
+    best = torch.load(tmp_path / "straight.prune" / "finetune.pt", weights_only=True)["best"]
+    assert best["epoch"] == scores.index(max(scores)) + 1
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, best["net"]["state_dict"][k]), k
+    assert f"the best on the {n} held-out training images" in \
+        (tmp_path / "straight.prune" / "report.md").read_text()
+
+    assert prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=len(pruner.stages) + 2,
+                            log=lambda _: None) is None
+    prune_checkpoint(src, cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None)
+    a, b = checkpoint.read_raw(tmp_path / "straight.pt"), checkpoint.read_raw(tmp_path / "r.pt")
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
 def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
     src = _source(tmp_path)
     prune_checkpoint(src, _cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None)
@@ -299,6 +333,8 @@ def test_cli_prune_then_info_and_eval(tmp_path: Path, capsys: pytest.CaptureFixt
     (["--target-pfr", "0.5", "--granularity", "0"], "--granularity 0"),
     (["--target-pfr", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
     (["--target-pfr", "fc9=0.5"], "not prunable layers"),
+    (["--target-pfr", "0.5", "--holdout", "1000"], "--holdout 1000: .* together with --finetune-epochs"),
+    (["--target-pfr", "0.5", "--finetune-epochs", "1", "--holdout", "60000"], "has only 60000 images"),
     (["--target-pfr", "0.5", "--allocation", "greedy"], "unknown --allocation 'greedy'"),
     (["--target-pfr", "fc1=0.5", "--allocation", "learned"], "per-layer targets already fix the counts"),
 ])
