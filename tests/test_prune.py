@@ -305,6 +305,21 @@ def test_holdout_is_never_trained_on_and_picks_the_finetune_epoch(tmp_path: Path
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
 
 
+def test_state_written_before_an_option_existed_still_resumes(tmp_path: Path) -> None:
+    """A state.pt from a bnnflow without ``holdout`` in its config resumes while the option stays at
+    its default; setting the option is still refused as another run."""
+    src = _source(tmp_path)
+    prune_checkpoint(src, _cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None)
+    path = tmp_path / "r.prune" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["holdout"]
+    torch.save(state, path)
+    with pytest.raises(BnnflowError, match=r"other options \(finetune_epochs, holdout\)"):
+        prune_checkpoint(src, _cfg(finetune_epochs=1, holdout=100), tmp_path / "r.pt", resume=True,
+                         log=lambda _: None)
+    assert prune_checkpoint(src, _cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None) is not None
+
+
 def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
     src = _source(tmp_path)
     prune_checkpoint(src, _cfg(), tmp_path / "r.pt", max_stages=1, log=lambda _: None)
