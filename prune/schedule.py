@@ -136,8 +136,9 @@ def split_holdout(split: data.Split, n: int) -> tuple[data.Split, data.Split | N
     """``split`` without its last ``n`` samples, and those samples (None if ``n`` is 0).
 
     Why the last ones: a fixed, documented set that no stage, probe or fine-tune
-    epoch ever draws from, so choosing the fine-tune's epoch on it is a choice
-    made without the test set and without images the network has fitted.
+    epoch ever draws from, so the fine-tune's epoch is chosen without the test
+    set and on images this run does not train on (the source checkpoint may
+    have been trained on them; they rank epochs, they do not estimate accuracy).
     """
     if n == 0:
         return split, None
@@ -243,8 +244,9 @@ class Pruner:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise BnnflowError(f"{self.state_path}: not a bnnflow pruning state; remove it or drop --resume")
         mine = asdict(self.cfg)
-        if with_defaults(state["config"]) != mine:
-            diff = sorted(k for k in mine if with_defaults(state["config"]).get(k) != mine[k])
+        stored = with_defaults(state["config"])
+        if stored != mine:
+            diff = sorted(k for k in mine if stored.get(k) != mine[k])
             raise BnnflowError(f"{self.state_path}: was started with other options ({', '.join(diff)}); "
                                "use the same options, another --work-dir, or drop --resume")
         if not _same_weights(state["source"], self.source):
