@@ -146,8 +146,7 @@ def split_holdout(split: data.Split, n: int) -> tuple[data.Split, data.Split | N
         raise BnnflowError(f"--holdout {n}: the training set has only {len(split)} images; "
                            "hold out fewer")
     keep = len(split) - n
-    return data.Split(split.images[:keep], split.labels[:keep]), data.Split(split.images[keep:],
-                                                                            split.labels[keep:])
+    return split.subset(keep), data.Split(split.images[keep:], split.labels[keep:])
 
 
 def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
