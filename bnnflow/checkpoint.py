@@ -41,7 +41,7 @@ def to_dict(model: BinaryNet, meta: dict[str, Any]) -> dict[str, Any]:
         "arch": model.arch,
         "widths": list(model.widths),
         "dataset": model.dataset,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
         "meta": meta,
     }
 

@@ -54,8 +54,16 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="no CIFAR-10 crop/flip augmentation")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
     p.add_argument("--eval-limit", type=int, default=None,
-                   help="per-epoch accuracy on the first N test images (the final one uses all)")
+                   help="per-epoch test curve on the first N test images (the final figure uses all)")
+    p.add_argument("--holdout", type=int, default=None, metavar="N",
+                   help="keep the last N training images out of training; the epoch best on them is "
+                        "the one kept (0: keep the last epoch; default 5000)")
+    p.add_argument("--no-fast", action="store_true",
+                   help="train through the Brevitas modules instead of their plain-torch twin")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training steps (C++ compiler)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N epochs of this call (continue later with --resume)")
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
     _data_dir_option(p)
 
@@ -70,8 +78,12 @@ def _train(a: argparse.Namespace) -> int:
         schedule=a.schedule, weight_decay=a.weight_decay, seed=a.seed,
         augment=False if a.no_augment else None, widths=a.widths, train_limit=a.train_limit,
         eval_limit=a.eval_limit, data_dir=str(a.data_dir) if a.data_dir else None,
+        fast=not a.no_fast, compile=a.compile,
+        **({} if a.holdout is None else {"holdout": a.holdout}),
     )
-    train(cfg, a.out, resume=a.resume, init_from=a.init_from)
+    if a.stop_after is not None and a.stop_after < 1:
+        raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
+    train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after)
     return 0
 
 

@@ -51,6 +51,23 @@ class Split:
         return Split(self.images[:n], self.labels[:n])
 
 
+def split_holdout(split: Split, n: int) -> tuple[Split, Split | None]:
+    """``split`` without its last ``n`` samples, and those samples (None if ``n`` is 0).
+
+    Why the last ones: a fixed, documented set that training (``bnnflow
+    train``) and every pruning stage, probe and fine-tune epoch leave out, so
+    an epoch is chosen without the test set. A pruning run's source checkpoint
+    was trained without them when it was trained with the same holdout.
+    """
+    if n == 0:
+        return split, None
+    if n >= len(split):
+        raise DataError(f"--holdout {n}: the training set has only {len(split)} images; "
+                        "hold out fewer")
+    keep = len(split) - n
+    return split.subset(keep), Split(split.images[keep:], split.labels[keep:])
+
+
 def default_data_dir() -> Path:
     """``$BNNFLOW_DATA_DIR``, else ``../shared/data`` beside the checkout, else ``./data``."""
     env = os.environ.get(DATA_ENV)

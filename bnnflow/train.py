@@ -1,11 +1,21 @@
 """Training of zoo networks, resumable epoch by epoch.
 
-A run directory holds ``model.pt`` (a normal bnnflow checkpoint of the last
-finished epoch) and ``state.pt`` (optimizer state and history, for
-``--resume``). Both are rewritten atomically after every epoch. The random
-streams (shuffling, augmentation, dropout) are re-seeded from ``seed`` and the
-epoch number at the start of each epoch, so a resumed run continues exactly
-as an uninterrupted one would.
+A run directory holds ``model.pt`` (a normal bnnflow checkpoint: the epoch
+with the best accuracy on the held-out training images so far, the last
+epoch when nothing is held out) and ``state.pt`` (the last epoch's weights,
+optimizer state and history, for ``--resume``). Both are rewritten atomically
+after every epoch. The random streams (shuffling, augmentation, dropout) are
+re-seeded from ``seed`` and the epoch number at the start of each epoch, so a
+resumed run continues exactly as an uninterrupted one would.
+
+Model selection never looks at the test set: the last ``holdout`` training
+images are kept out of every step and rank the epochs (the same images
+``bnnflow prune --holdout`` keeps out). The test set gives the per-epoch
+curve (``eval_limit`` images) and the final figure, nothing else.
+
+The steps run through :func:`models.fastpath.twin` (plain torch, the same
+values and gradients as the Brevitas modules, channels_last for conv nets)
+unless ``fast`` is off; ``compile`` adds ``torch.compile`` on top.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from bnnflow import checkpoint, data
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from bnnflow.progress import progress
+from models import fastpath
 from models.nets import BinaryNet
 
 STATE_FORMAT = "bnnflow-train-state"
@@ -43,7 +54,10 @@ class TrainConfig:
     augment: bool | None = None  # None: on for CIFAR-10, off for MNIST
     widths: list[int] | None = None
     train_limit: int | None = None  # first N training samples (quick runs, tests)
-    eval_limit: int | None = None  # first N test samples for the per-epoch figure
+    eval_limit: int | None = None  # first N test samples for the per-epoch curve (not for selection)
+    holdout: int = 5000  # last N training images: never trained on; they choose the epoch kept
+    fast: bool = True  # steps through the plain-torch twin (channels_last for conv nets)
+    compile: bool = False  # torch.compile the twin (needs a C++ compiler)
     data_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -54,6 +68,11 @@ class TrainConfig:
             raise BnnflowError("--epochs and --batch-size must be >= 1 and --lr > 0")
         if self.schedule not in ("cosine", "constant"):
             raise BnnflowError(f"unknown schedule {self.schedule!r}: use cosine or constant")
+        if self.holdout < 0:
+            raise BnnflowError(f"--holdout {self.holdout}: give 0 (select the last epoch) or a positive "
+                               "number of training images")
+        if self.compile and not self.fast:
+            raise BnnflowError("--compile compiles the fast path; drop --no-fast or --compile")
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -80,23 +99,32 @@ def train_epoch(
     device: torch.device,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     desc: str = "train",
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    channels_last: bool = False,
 ) -> float:
     """One pass over ``split``; returns the mean loss.
 
     ``loss_fn(logits, labels, inputs)`` defaults to cross-entropy; the pruner
-    passes its own (distillation, gate penalty).
+    passes its own (distillation, gate penalty). ``forward`` computes the
+    logits (default: ``model`` itself; :func:`train` passes the fast twin).
     """
     augment = cfg.augment if cfg.augment is not None else model.dataset == "cifar10"
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
     torch.manual_seed(cfg.seed * 100003 + epoch)
     model.train()
+    if forward is None:
+        forward = model
+    elif isinstance(forward, torch.nn.Module):
+        forward.train()
     total, count = 0.0, 0
     steps = (len(split) + cfg.batch_size - 1) // cfg.batch_size
     bar = progress(data.batches(split, cfg.batch_size, True, augment, gen), total=steps,
                    desc=f"{desc} {epoch + 1}/{cfg.epochs}")
     for x, y in bar:
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = forward(x)
         loss = (loss_fn(logits, y, x) if loss_fn else torch.nn.functional.cross_entropy(logits, y))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +137,64 @@ def train_epoch(
 
 
 def pick_device() -> torch.device:
+    """CUDA when a GPU is there, else the CPU: checkpoints are the same either way (CPU tensors)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _step_forward(
+    model: BinaryNet, cfg: TrainConfig
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor], bool]:
+    """What the training steps and the per-epoch evaluation call for the logits, and whether
+    inputs go channels_last."""
+    if not cfg.fast:
+        return model, model, False
+    channels_last = model.dataset == "cifar10"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    plain = fastpath.twin(model)
+    step: Callable[[torch.Tensor], torch.Tensor] = torch.compile(plain) if cfg.compile else plain
+    return step, plain, channels_last
+
+
+def _accuracy(model: BinaryNet, split: data.Split, forward: Callable[[torch.Tensor], torch.Tensor],
+              channels_last: bool, device: torch.device) -> float:
+    """Per-epoch accuracy through the training twin (the same values as the Brevitas network)."""
+    if device.type == "cpu":
+        return accuracy(model, split, forward=forward, channels_last=channels_last)
+    model.cpu()  # evaluation batches are built on the CPU
+    try:
+        return accuracy(model, split)
+    finally:
+        model.to(device)
+
+
+def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The resume state of ``state_path``, checked to belong to a run of ``cfg``."""
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        raise BnnflowError(f"{state_path}: not a readable training state ({type(exc).__name__}); "
+                           "remove it to start afresh or drop --resume") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise BnnflowError(f"{state_path}: not a bnnflow training state; remove it or drop --resume")
+    stored = state["config"]
+    if stored["arch"] != cfg.arch:
+        raise BnnflowError(f"{state_path}: resumes a {stored['arch']} run, not {cfg.arch}")
+    # A state written before an option existed resumes while that option keeps its
+    # default; one that differs (seed, schedule, holdout, ...) would not continue the run.
+    defaults = asdict(TrainConfig(arch=cfg.arch))
+    mine = asdict(cfg)
+    ignore = {"epochs", "data_dir", "compile"}  # a longer schedule is refused below; paths move
+    differ = [k for k in mine if k not in ignore and stored.get(k, defaults[k]) != mine[k]]
+    if differ:
+        k = differ[0]
+        raise BnnflowError(f"{state_path}: the run was started with {k}={stored.get(k, defaults[k])!r}, "
+                           f"this command gives {mine[k]!r}; use the run's options or a new --out")
+    if stored["epochs"] != cfg.epochs:
+        raise BnnflowError(f"{state_path}: the run's schedule has {stored['epochs']} epochs, this command "
+                           f"gives --epochs {cfg.epochs}; the cosine schedule depends on it, so keep it "
+                           "(or start a new run with --init-from)")
+    return state
 
 
 def train(
@@ -118,14 +203,24 @@ def train(
     resume: bool = False,
     init_from: Path | str | None = None,
     log: Callable[[str], None] = print,
+    stop_after: int | None = None,
 ) -> Path:
-    """Train ``cfg.arch``; returns the path of the final checkpoint ``out_dir/model.pt``."""
+    """Train ``cfg.arch``; returns the path of the final checkpoint ``out_dir/model.pt``.
+
+    ``stop_after`` ends this call after that many epochs (a run longer than
+    a session: continue it with ``resume``); the test figure is then left
+    for the call that finishes the schedule. The final checkpoint is the epoch with the best held-out accuracy (the
+    first of equals), or the last epoch with ``holdout`` 0; its test accuracy
+    on the full test set is measured once, at the end, and stored in it.
+    """
     cfg.validate()
     out_dir = Path(out_dir)
     state_path, model_path = out_dir / "state.pt", out_dir / "model.pt"
     device = pick_device()
-    train_split = data.load(models.ARCHS[cfg.arch].dataset, "train", cfg.data_dir).subset(cfg.train_limit)
-    test_split = data.load(models.ARCHS[cfg.arch].dataset, "test", cfg.data_dir)
+    dataset = models.ARCHS[cfg.arch].dataset
+    fit_split, holdout = data.split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
+    train_split = fit_split.subset(cfg.train_limit)
+    test_split = data.load(dataset, "test", cfg.data_dir)
     monitor_split = test_split.subset(cfg.eval_limit)
 
     if init_from is not None:
@@ -135,52 +230,69 @@ def train(
     else:
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.arch, cfg.widths)
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_epoch, history, wall = 0, [], 0.0
-
+    start_epoch, history, wall, best = 0, [], 0.0, None
+    state = None
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise BnnflowError(f"{state_path}: not a bnnflow training state; remove it or drop --resume")
-        if state["config"]["arch"] != cfg.arch:
-            raise BnnflowError(f"{state_path}: resumes a {state['config']['arch']} run, not {cfg.arch}")
+        state = _load_state(state_path, cfg, device)
         model, _ = checkpoint.from_dict(state["checkpoint"], str(state_path))
-        model.to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        optimizer.load_state_dict(state["optimizer"])
         start_epoch, history, wall = state["epoch"], list(state["history"]), float(state["wall_time_s"])
+        best = state.get("best")
         log(f"resuming {cfg.arch} from epoch {start_epoch} ({state_path})")
     elif resume:
         log(f"no {state_path} yet: starting from scratch")
+    model.to(device)
+    forward, evaluate, channels_last = _step_forward(model, cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
 
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         t0 = time.time()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        loss = train_epoch(model, optimizer, train_split, cfg, epoch, device)
-        acc = accuracy(model.cpu(), monitor_split)
-        model.to(device)
+        loss = train_epoch(model, optimizer, train_split, cfg, epoch, device, forward=forward,
+                           channels_last=channels_last)
+        row = {"epoch": epoch + 1, "loss": loss, "lr": lr_at(cfg, epoch), "n_monitor": len(monitor_split)}
+        row["test_acc"] = _accuracy(model, monitor_split, evaluate, channels_last, device)
+        if holdout is not None:
+            row["holdout_acc"] = _accuracy(model, holdout, evaluate, channels_last, device)
         wall += time.time() - t0
-        history.append({"epoch": epoch + 1, "loss": loss, "test_acc": acc, "lr": lr_at(cfg, epoch),
-                        "wall_time_s": round(wall, 1), "n_monitor": len(monitor_split)})
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} test-acc({len(monitor_split)}) {acc:.4f} "
-            f"[{wall:.0f}s]")
+        row["wall_time_s"] = round(wall, 1)
+        history.append(row)
+        held = f" held-out({len(holdout)}) {row['holdout_acc']:.4f}" if holdout is not None else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}{held} test-acc({len(monitor_split)}) "
+            f"{row['test_acc']:.4f} [{wall:.0f}s]")
         meta = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
-                "device": str(device), "history": history, "accuracy": acc, "n": len(monitor_split)}
+                "device": str(device), "threads": torch.get_num_threads(), "history": history,
+                "accuracy": row["test_acc"], "n": len(monitor_split)}
+        improved = holdout is None or best is None or row["holdout_acc"] > best["holdout_acc"]
+        if improved:
+            best = {"epoch": epoch + 1, "holdout_acc": row.get("holdout_acc")}
+        meta["selected_epoch"] = best
         ckpt = checkpoint.to_dict(model, meta)  # copies tensors to the CPU
-        checkpoint.atomic_torch_save(ckpt, model_path)
+        if improved:
+            checkpoint.atomic_torch_save(ckpt, model_path)
         checkpoint.atomic_torch_save(
             {"format": STATE_FORMAT, "config": asdict(cfg), "epoch": epoch + 1, "history": history,
-             "wall_time_s": wall, "optimizer": optimizer.state_dict(), "checkpoint": ckpt},
+             "wall_time_s": wall, "optimizer": optimizer.state_dict(), "checkpoint": ckpt, "best": best},
             state_path,
         )
 
-    # Final figure: the whole test set, stored in the checkpoint's metadata.
+    if end_epoch < cfg.epochs:
+        log(f"{cfg.arch}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with --resume "
+            f"({state_path})")
+        return model_path
+    # Final figure: the whole test set, measured once on the selected epoch and stored in it.
     model, meta = checkpoint.load(model_path)
-    if meta.get("n") != len(test_split):
+    meta.update(epochs=len(history), wall_time_s=round(wall, 1), history=history)
+    if meta.get("n") != len(test_split) or meta.get("final") is not True:
         meta["accuracy"] = accuracy(model, test_split, show_progress=True)
         meta["n"] = len(test_split)
+        meta["final"] = True
         checkpoint.save(model, meta, model_path)
-    log(f"{cfg.arch}: test accuracy {meta['accuracy']:.4f} on {meta['n']} images -> {model_path}")
+    chosen = meta.get("selected_epoch", {}).get("epoch", len(history))
+    log(f"{cfg.arch}: epoch {chosen} of {len(history)} kept"
+        + (f" (best of {len(holdout)} held-out training images)" if holdout is not None else "")
+        + f"; test accuracy {meta['accuracy']:.4f} on {meta['n']} images -> {model_path}")
     return model_path

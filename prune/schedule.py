@@ -132,23 +132,6 @@ def stages(method: str, n_layers: int, allocation_mode: str = "uniform") -> list
     return first + [s for i in range(n_layers) for s in (Stage("select", i), Stage("retrain", i))]
 
 
-def split_holdout(split: data.Split, n: int) -> tuple[data.Split, data.Split | None]:
-    """``split`` without its last ``n`` samples, and those samples (None if ``n`` is 0).
-
-    Why the last ones: a fixed, documented set that no stage, probe or fine-tune
-    epoch ever draws from, so the fine-tune's epoch is chosen without the test
-    set and on images this run does not train on (the source checkpoint may
-    have been trained on them; they rank epochs, they do not estimate accuracy).
-    """
-    if n == 0:
-        return split, None
-    if n >= len(split):
-        raise BnnflowError(f"--holdout {n}: the training set has only {len(split)} images; "
-                           "hold out fewer")
-    keep = len(split) - n
-    return split.subset(keep), data.Split(split.images[keep:], split.labels[keep:])
-
-
 def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
     """``n`` samples of ``split`` drawn at random (in their original order)."""
     if n is None or n >= len(split):
@@ -214,7 +197,7 @@ class Pruner:
         self.stages = stages(cfg.method, len(self.names), cfg.allocation)
         self.done, self.history, self.wall = 0, [], 0.0
         dataset = self.net.dataset
-        self.train_split, self.holdout = split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
+        self.train_split, self.holdout = data.split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
         self.test_split = data.load(dataset, "test", cfg.data_dir)
         # A random subset: CIFAR-10's test split is ordered by class, its first N are one class.
         self.monitor = _random_subset(self.test_split, cfg.eval_limit, 0)

@@ -5,17 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from bnnflow import checkpoint, cli
-from bnnflow.errors import CheckpointError
+from bnnflow.errors import BnnflowError, CheckpointError
 from bnnflow.train import TrainConfig, train
 
 
-def _cfg(epochs: int) -> TrainConfig:
-    return TrainConfig(arch="tfc", epochs=epochs, batch_size=50, lr=0.01, train_limit=1500,
-                       eval_limit=500, seed=3)
+def _cfg(epochs: int, **kw) -> TrainConfig:
+    base = dict(arch="tfc", epochs=epochs, batch_size=50, lr=0.01, train_limit=1500, eval_limit=500, seed=3,
+                holdout=500)
+    return TrainConfig(**{**base, **kw})
 
 
 def test_short_training_lowers_the_loss_and_learns(tmp_path: Path) -> None:
@@ -28,7 +30,7 @@ def test_short_training_lowers_the_loss_and_learns(tmp_path: Path) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     straight = train(_cfg(2), tmp_path / "straight", log=lambda _: None)
-    train(_cfg(1), tmp_path / "resumed", log=lambda _: None)
+    train(_cfg(2), tmp_path / "resumed", log=lambda _: None, stop_after=1)
     resumed = train(_cfg(2), tmp_path / "resumed", resume=True, log=lambda _: None)
     a, b = checkpoint.read_raw(straight), checkpoint.read_raw(resumed)
     for k in a["state_dict"]:
@@ -90,3 +92,113 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     (tmp_path / "bad.pt").write_bytes(b"junk")
     assert cli.main(["eval", str(tmp_path / "bad.pt")]) == 2
     assert "bad.pt: not a readable checkpoint" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the fast training path
+SMALL_WIDTHS = {
+    "tfc": [16, 16, 16], "cnv": [8, 8, 16, 16, 16, 16, 32, 32], "nin": [8, 8, 8, 8, 8, 8, 8, 8],
+    "vgg11": [8, 8, 16, 16, 16, 16, 16, 16], "resnet18": [8, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 8],
+}
+
+
+@pytest.mark.parametrize("arch", sorted(SMALL_WIDTHS))
+def test_twin_computes_the_brevitas_values_and_gradients(arch: str) -> None:
+    """The plain-torch twin: same logits, same gradients and same BatchNorm statistics, bit for bit."""
+    import copy
+
+    import models
+    from models import fastpath
+
+    torch.manual_seed(0)
+    net = models.build(arch, SMALL_WIDTHS[arch]).train()
+    ref = copy.deepcopy(net)
+    twin = fastpath.twin(net).train()
+    x = torch.randint(0, 256, (6, *net.input_shape)).float() / 255
+    torch.manual_seed(1)
+    y_ref = ref(x)
+    torch.manual_seed(1)
+    y = twin(x)
+    assert torch.equal(y, y_ref)
+    (y * torch.arange(y.shape[1])).sum().backward()
+    (y_ref * torch.arange(y.shape[1])).sum().backward()
+    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+        assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
+    for (name, b), c in zip(net.named_buffers(), ref.buffers()):
+        assert torch.equal(b, c), name  # the twin updated the Brevitas net's own statistics
+    twin.eval()
+    ref.eval()
+    assert torch.equal(twin(x), ref(x))
+
+
+def test_twin_refuses_layers_it_does_not_reproduce() -> None:
+    from brevitas.nn import QuantLinear
+
+    import models
+    from models import fastpath
+
+    net = models.build("tfc", [8, 8, 8])
+    net.units[0].weight_layer = QuantLinear(784, 8, bias=True)
+    with pytest.raises(ValueError, match="units.0.weight_layer has a bias"):
+        fastpath.twin(net)
+
+
+def test_fast_path_trains_the_same_network_and_exports_the_same_qonnx(tmp_path: Path) -> None:
+    """TFC trained through the twin equals TFC trained through Brevitas (same seed), weight for weight,
+    so the exported QONNX graphs are identical."""
+    import onnx
+
+    from build_flows.export import export
+
+    fast = train(_cfg(1), tmp_path / "fast", log=lambda _: None)
+    slow = train(_cfg(1, fast=False), tmp_path / "slow", log=lambda _: None)
+    a, b = checkpoint.read_raw(fast), checkpoint.read_raw(slow)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    export(fast, tmp_path / "fast.onnx", n_check=0)
+    export(slow, tmp_path / "slow.onnx", n_check=0)
+    ga, gb = onnx.load(str(tmp_path / "fast.onnx")).graph, onnx.load(str(tmp_path / "slow.onnx")).graph
+    assert [n.op_type for n in ga.node] == [n.op_type for n in gb.node]
+    from onnx import numpy_helper
+
+    for ta, tb in zip(ga.initializer, gb.initializer, strict=True):  # names are random per export
+        assert np.array_equal(numpy_helper.to_array(ta), numpy_helper.to_array(tb)), ta.name
+
+
+def test_conv_net_resume_is_exact_on_the_fast_path(tmp_path: Path) -> None:
+    """A narrow CNV (channels_last twin, CIFAR-10 crops and flips) resumed after one epoch equals the
+    uninterrupted run; the kept epoch is the one best on the held-out images."""
+    cfg = dict(arch="cnv", epochs=2, batch_size=50, lr=0.01, train_limit=300, eval_limit=100, seed=5,
+               holdout=200, widths=SMALL_WIDTHS["cnv"])
+    straight = train(TrainConfig(**cfg), tmp_path / "straight", log=lambda _: None)
+    train(TrainConfig(**cfg), tmp_path / "resumed", log=lambda _: None, stop_after=1)
+    resumed = train(TrainConfig(**cfg), tmp_path / "resumed", resume=True, log=lambda _: None)
+    a, b = checkpoint.read_raw(straight), checkpoint.read_raw(resumed)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    hist = a["meta"]["history"]
+    best = max(hist, key=lambda h: h["holdout_acc"])
+    assert a["meta"]["selected_epoch"]["epoch"] == best["epoch"] and a["meta"]["n"] == 10000
+    sa = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
+    sb = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)
+    for k in sa["checkpoint"]["state_dict"]:
+        assert torch.equal(sa["checkpoint"]["state_dict"][k], sb["checkpoint"]["state_dict"][k]), k
+
+
+def test_holdout_images_are_never_trained_on(tmp_path: Path) -> None:
+    from bnnflow import data
+
+    full = data.load("mnist", "train")
+    fit, held = data.split_holdout(full, 500)
+    assert len(fit) + len(held) == len(full) and np.array_equal(held.images, full.images[-500:])
+    with pytest.raises(BnnflowError, match="--holdout 60000"):
+        data.split_holdout(full, 60000)
+    with pytest.raises(BnnflowError, match="--holdout -1"):
+        train(_cfg(1, holdout=-1), tmp_path / "x", log=lambda _: None)
+
+
+def test_resume_refuses_other_options(tmp_path: Path) -> None:
+    train(_cfg(2), tmp_path / "run", log=lambda _: None, stop_after=1)
+    with pytest.raises(BnnflowError, match="started with seed=3"):
+        train(_cfg(2, seed=4), tmp_path / "run", resume=True, log=lambda _: None)
+    with pytest.raises(BnnflowError, match="schedule has 2 epochs"):
+        train(_cfg(3), tmp_path / "run", resume=True, log=lambda _: None)
