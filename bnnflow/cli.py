@@ -83,7 +83,8 @@ def _train(a: argparse.Namespace) -> int:
     )
     if a.stop_after is not None and a.stop_after < 1:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
-    train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after)
+    train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after,
+          log=lambda line: print(line, flush=True))
     return 0
 
 

@@ -17,3 +17,19 @@ class DataError(BnnflowError):
 
 class CheckpointError(BnnflowError):
     """A checkpoint cannot be read or is not a bnnflow checkpoint."""
+
+
+class NotSupported(BnnflowError):
+    """A well-formed network of a shape bnnflow deliberately does not build or simulate.
+
+    The message reads ``[where: ]not supported: <what>``; the README's list of
+    refused shapes is the list of these ``what``s.
+    """
+
+    def __init__(self, what: str, where: str | None = None) -> None:
+        self.what = what
+        super().__init__(f"{where}: not supported: {what}" if where else f"not supported: {what}")
+
+
+class DoesNotFit(BnnflowError):
+    """A network whose design exceeds the board's resources at every folding bnnflow tried."""

@@ -37,8 +37,12 @@ and one correction of FINN's bit-width minimization (with or without Vivado):
    ``accDataType``) can wrap. :class:`WidenXnorAccumulators` widens every XNOR
    accumulator to cover [0, MW] between FINN's MinimizeAccumulatorWidth and
    RoundAndClipThresholds; :data:`STEP_REPLACEMENTS` puts it into FINN's two
-   bit-width steps (same names, same transformations in FINN's order, one
-   added).
+   bit-width steps (same names, same transformations in FINN's order, two
+   added). The other one,
+   :class:`~build_flows.transforms.clamp_thresholds.ClampThresholdsToInputRange`,
+   runs first: thresholds outside the range of the values they are compared
+   with (channels that always or never fire) stop FINN's HW layers on an
+   assertion, and clamping them to that range changes no output.
 5. FINN's auto-folding (``SetFolding``) can leave an HLS MVAU with
    SIMD < MW / 1024, which finn-hlslib cannot build: code generation then
    stops with an assertion (a CNV at 300 FPS, MW = 2304 at SIMD 2).
@@ -79,6 +83,8 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.util.basic import roundup_to_integer_multiple
 
 from bnnflow.files import atomic_write
+from build_flows.transforms.clamp_thresholds import ClampThresholdsToInputRange
+from build_flows.transforms.non_binary_weights import NonBinaryMvauWeights
 
 #: Placeholder for XILINX_VIVADO where Vivado is absent (work-around 2); never executed.
 VIVADO_PLACEHOLDER = "/opt/Xilinx/Vivado/2024.2"
@@ -201,13 +207,17 @@ class WidenXnorAccumulators(Transformation):
 
 
 def _minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
-    """FINN 1.6.1's ``_minimize_bit_width`` (build_dataflow_steps) with WidenXnorAccumulators added."""
+    """FINN 1.6.1's ``_minimize_bit_width`` (build_dataflow_steps) with ClampThresholdsToInputRange in
+    front, NonBinaryMvauWeights after each MinimizeWeightBitWidth and WidenXnorAccumulators added
+    (work-around 4)."""
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
+    model = model.transform(ClampThresholdsToInputRange(), apply_to_subgraphs=True)
     if cfg.minimize_bit_width:
         model = model.transform(MinimizeWeightBitWidth(), apply_to_subgraphs=True)
+        model = model.transform(NonBinaryMvauWeights(), apply_to_subgraphs=True)
         model = model.transform(MinimizeAccumulatorWidth(), apply_to_subgraphs=True)
     model = model.transform(WidenXnorAccumulators(), apply_to_subgraphs=True)
     model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
@@ -215,6 +225,7 @@ def _minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
     model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
     if cfg.minimize_bit_width:
         model = model.transform(MinimizeWeightBitWidth(), apply_to_subgraphs=True)
+        model = model.transform(NonBinaryMvauWeights(), apply_to_subgraphs=True)
         model = model.transform(InferDataTypes(), apply_to_subgraphs=True)
     return model
 

@@ -169,6 +169,10 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
                 xw = src.words
             else:
                 src = to_bits(x)
+                if src.nbits != mw:
+                    # An FC layer fed by a feature map: FINN's MVAU reads its input as
+                    # (N, ..., MW) in memory order (NHWC flattened), one vector per image.
+                    src = to_bits(to_dense(x).reshape(n, -1, mw))
                 geo = (1, 1, 1, 1, 1, 1, int(np.prod(src.shape[1:-1], dtype=np.int64)), 1)
                 xw = src.words.reshape(n, geo[6], 1, -1)
             key = geo[:2]
