@@ -16,19 +16,27 @@ PYNQ driver and deployment package). bnnflow adds what FINN does not do:
   bit-width steps run in :mod:`build_flows.finn_env`'s version (work-around 4),
   FINN's transformations plus one that widens what FINN sizes too narrowly;
 * ``DIR/manifest.json``: input and hash, board, part, clock, steps with
-  durations, tool versions, what was skipped and why.
+  durations, tool versions, what was skipped and why;
+* ``DIR/handoff/`` (:mod:`build_flows.handoff`): the model after code
+  generation, the ``DataflowBuildConfig`` as JSON and the applied folding,
+  so that FINN's own builder continues on a Vivado machine from there;
+* with Vivado: ``bnnflow doctor``'s checks first (:mod:`build_flows.doctor`;
+  missing FINN dependencies installed by finn-plus's dependency manager),
+  FINN's FIFO sizing options and a time limit on it (:mod:`build_flows.fifo`),
+  and ``DIR/deploy.zip`` of FINN's deployment package.
 
-FINN runs in three calls of ``build_dataflow_cfg`` over one step list, using
+FINN runs in calls of ``build_dataflow_cfg`` over one step list, using
 its ``start_step``/``stop_step`` resume: up to specialization (then the
 folding file is checked against the real node names), folding to estimates
-(repeated while lowering the target), then the rest.
+(repeated while lowering the target), code generation (then the hand-off is
+written), then, with Vivado, the rest.
 
 Layout of DIR (FINN's own): ``intermediate_models/<step>.onnx`` per step,
 ``intermediate_models/dataflow_parent.onnx``, ``report/estimate_*.json``,
 ``report/auto_folding_config.json`` (target FPS) or
 ``report/applied_folding_config.json`` (folding file), ``build_dataflow.log``;
 plus ``model.onnx`` (the QONNX input that was built), ``codegen/`` (FINN's
-generated HLS/RTL code per layer) and ``manifest.json``.
+generated HLS/RTL code per layer), ``handoff/`` and ``manifest.json``.
 
 No partial DIR: while FINN runs, DIR is a symbolic link to a hidden folder
 beside it (so every path FINN records names DIR); on success the link is
@@ -48,17 +56,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from bnnflow.files import sha256_file
-from bnnflow.errors import BnnflowError
+from bnnflow.files import atomic_path, sha256_file
+from bnnflow.errors import BnnflowError, DoesNotFit, NotSupported
 from bnnflow.progress import progress
 from build_flows import finn_env
 from build_flows.boards import Board, get_board
+from build_flows.fifo import DEFAULT_TIMEOUT_MIN, HARDWARE_STEP, FifoOptions, fifo_options
 from build_flows.folding import check_folding, lowered_target, over_budget, read_folding, utilization
+from build_flows.handoff import HANDOFF_DIR, write_handoff
 from build_flows.inputs import BuildInput, prepare_input
 
 CODEGEN_DIR = "codegen"
 MODEL_FILE = "model.onnx"
 FOLDING_FILE = "folding_config.json"
+FIFO_DEPTHS_FILE = "fifo_depths.json"
+DEPLOY_ZIP = "deploy.zip"
 LAST_BEFORE_FOLDING = "step_specialize_layers"
 ESTIMATES_STEP = "step_generate_estimate_reports"
 MAX_LOWERINGS = 12
@@ -98,7 +110,7 @@ def _read_json(path: Path) -> Any:
 class _Runner:
     """Calls FINN's builder for ranges of one step list, timing each step and keeping its errors."""
 
-    def __init__(self, cfg: Any, model_file: Path, n_steps: int) -> None:
+    def __init__(self, cfg: Any, model_file: Path, n_steps: int, fifo: FifoOptions) -> None:
         import finn.builder.build_dataflow as bd
         from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
 
@@ -109,8 +121,13 @@ class _Runner:
         self.error: tuple[str, BaseException] | None = None
         self.log: list[str] = []
         self.bar = progress(range(n_steps), total=n_steps, desc="FINN build")
-        lookup = {**build_dataflow_step_lookup, **finn_env.STEP_REPLACEMENTS}
-        cfg.steps = [self._wrap(lookup[s]) for s in cfg.steps]
+        #: bnnflow's versions of FINN steps, by FINN's step name
+        self.replaced: dict[str, Callable[..., Any]] = dict(finn_env.STEP_REPLACEMENTS)
+        if fifo.timeout_min > 0:
+            self.replaced[HARDWARE_STEP] = fifo.hardware_step()
+        #: the function each step name runs
+        self.lookup = {**build_dataflow_step_lookup, **self.replaced}
+        cfg.steps = [self._wrap(self.lookup[s]) for s in cfg.steps]
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -143,6 +160,8 @@ class _Runner:
             self.log.append(logfile.read_text())  # each call starts the log afresh
         if rc != 0:
             step, exc = self.error or ("build_dataflow_cfg", RuntimeError("see the build log"))
+            if isinstance(exc, NotSupported):
+                raise NotSupported(exc.what, str(self.model_file)) from None
             if isinstance(exc, BnnflowError):  # bnnflow's own checks inside a step: name the file
                 raise BnnflowError(f"{self.model_file}: {exc}") from None
             if isinstance(exc, KeyboardInterrupt):
@@ -186,13 +205,16 @@ def _fold_to_budget(runner: _Runner, out: Path, board: Board, target_fps: float 
             raise BnnflowError(
                 f"{what} is over {board.name}'s budget ({usage}, FINN estimates); give a lower --target-fps "
                 f"(estimated {est['estimated_throughput_fps']:,.0f} FPS at this folding) or add --lower-to-fit")
-        stuck = len(tries) > 1 and tries[-2]["totals"] == est["totals"]
         # Above what full parallelism reaches, a lower target changes nothing: start below it.
         reached = min(float(runner.cfg.target_fps), float(est["estimated_throughput_fps"]))
         new = lowered_target(reached, est["totals"], board)
-        if stuck or len(tries) > MAX_LOWERINGS or new >= runner.cfg.target_fps:
-            raise BnnflowError(f"no target FPS fits {board.name}: at {runner.cfg.target_fps} FPS the design "
-                               f"still needs {usage} (FINN estimates); the network is too large for this board")
+        if len(tries) > 1 and tries[-2]["totals"] == est["totals"]:
+            # FINN's folding moves in steps (PE/SIMD divide the layer's sizes): a small
+            # lowering can leave it where it was, so step further rather than give up.
+            new = min(new, int(runner.cfg.target_fps) // 2)
+        if len(tries) > MAX_LOWERINGS or new < 1 or new >= runner.cfg.target_fps:
+            raise DoesNotFit(f"no target FPS fits {board.name}: at {runner.cfg.target_fps} FPS the design "
+                             f"still needs {usage} (FINN estimates); the network is too large for this board")
         runner.cfg.target_fps = new
 
 
@@ -217,7 +239,8 @@ def _claim(out: Path) -> tuple[Path, Path | None]:
 
 
 def _config(out: Path, board: Board, target_fps: float | None, folding_file: Path | None, clock_ns: float,
-            steps: list[str], vivado: bool) -> Any:
+            steps: list[str], vivado: bool, fifo: FifoOptions, depths_file: Path | None) -> Any:
+    """FINN's build config; ``depths_file``: the copy of the FIFO depth file in DIR, if one was given."""
     import finn.builder.build_dataflow_config as bc
 
     outputs = [bc.DataflowOutputType.ESTIMATE_REPORTS]
@@ -228,7 +251,14 @@ def _config(out: Path, board: Board, target_fps: float | None, folding_file: Pat
         output_dir=str(out), synth_clk_period_ns=clock_ns, board=board.name, fpga_part=board.part,
         shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, target_fps=None if target_fps is None else int(target_fps),
         folding_config_file=folding_file, steps=steps, generate_outputs=outputs,
+        **fifo.config_fields(depths_file),
     )
+
+
+def _zip_deployment(out: Path) -> None:
+    """``DIR/deploy.zip`` of FINN's deployment package (bitfile, .hwh, driver) for copying to the board."""
+    with atomic_path(out / DEPLOY_ZIP) as tmp:
+        shutil.make_archive(str(tmp.with_suffix("")), "zip", out / "deploy")
 
 
 def _validate_args(board: str, target_fps: float | None, folding: Path | None, clock_ns: float) -> Board:
@@ -243,23 +273,34 @@ def _validate_args(board: str, target_fps: float | None, folding: Path | None, c
 
 def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: float | None = None,
           folding: Path | str | None = None, clock_ns: float = 10.0, lower_to_fit: bool = False,
-          n_check: int = 100, data_dir: Path | None = None) -> BuildResult:
+          n_check: int = 100, data_dir: Path | None = None, fifo_strategy: str | None = None,
+          fifo_depths: Path | str | None = None, fifo_timeout_min: float = DEFAULT_TIMEOUT_MIN) -> BuildResult:
     """Build ``input_path`` (bnnflow checkpoint or W1A1 QONNX file) for ``board`` into ``out_dir``.
 
     Folding comes from FINN's auto-folding for ``target_fps`` or from a FINN
     folding JSON ``folding``; ``clock_ns`` is the target clock period. A
     checkpoint is exported first, its QONNX graph checked against Brevitas on
     ``n_check`` test images. Without Vivado the build ends after code
-    generation (a complete result); the manifest lists the skipped steps.
+    generation (a complete result, with ``DIR/handoff/`` for a Vivado
+    machine); the manifest lists the skipped steps. FIFO sizing (a Vivado
+    step): FINN's ``fifo_strategy`` or the depths in ``fifo_depths``, stopped
+    after ``fifo_timeout_min`` minutes (0: no limit); they reach FINN's config
+    and the hand-off either way.
     """
     src = Path(input_path)
     folding = Path(folding) if folding is not None else None
     b = _validate_args(board, target_fps, folding, clock_ns)
+    fifo = fifo_options(fifo_strategy, fifo_depths, fifo_timeout_min)
     fold_cfg = read_folding(folding) if folding is not None else None
     if not src.is_file():
         raise BnnflowError(f"{src}: file not found (give a bnnflow checkpoint .pt or a QONNX .onnx file)")
     out = Path(out_dir).absolute()
     vivado = finn_env.vivado_available()
+    checks: list[Any] = []  # bnnflow doctor's, where a bitfile build is about to start
+    if vivado:
+        from build_flows.doctor import ensure_ready
+
+        checks = ensure_ready(b.name, out, None if fifo.depths_file else fifo.strategy)
     free_steps, vivado_steps = step_lists()
     steps = free_steps + vivado_steps if vivado else free_steps
     started = datetime.now(timezone.utc)
@@ -273,8 +314,12 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         if fold_cfg is not None:
             folding_file = out / FOLDING_FILE
             folding_file.write_text(json.dumps(fold_cfg, indent=2))
-        cfg = _config(out, b, target_fps, folding_file, clock_ns, list(steps), vivado)
-        runner = _Runner(cfg, out / MODEL_FILE, len(steps))
+        depths_file = None
+        if fifo.depths_file is not None:
+            depths_file = out / FIFO_DEPTHS_FILE
+            shutil.copyfile(fifo.depths_file, depths_file)
+        cfg = _config(out, b, target_fps, folding_file, clock_ns, list(steps), vivado, fifo, depths_file)
+        runner = _Runner(cfg, out / MODEL_FILE, len(steps), fifo)
         runner.run(None, LAST_BEFORE_FOLDING)
         if fold_cfg is not None:
             from qonnx.core.modelwrapper import ModelWrapper
@@ -283,12 +328,17 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
             graph = ModelWrapper(str(out / "intermediate_models" / f"{LAST_BEFORE_FOLDING}.onnx"))
             check_folding(fold_cfg, graph.transform(GiveUniqueNodeNames()), folding)
         est, tries = _fold_to_budget(runner, out, b, target_fps, lower_to_fit)
-        after = steps[steps.index(ESTIMATES_STEP) + 1:]
-        if after:
-            runner.run(after[0], None)
+        codegen_step = free_steps[-1]
+        runner.run(codegen_step, codegen_step)
+        handoff_cfg = _config(out, b, runner.cfg.target_fps, folding_file, clock_ns, [], True, fifo, depths_file)
+        write_handoff(out, handoff_cfg, codegen_step, vivado_steps, {s: runner.lookup[s] for s in runner.durations},
+                      out / _folding_applied(target_fps), fifo.record(), depths_file)
+        if vivado:
+            runner.run(vivado_steps[0], None)
+            _zip_deployment(out)
         runner.finish()
         manifest = _manifest(inp, src, b, clock_ns, target_fps, folding, lower_to_fit, tries, est, runner,
-                             vivado, vivado_steps, started, time.perf_counter() - t0)
+                             vivado, vivado_steps, started, time.perf_counter() - t0, fifo, checks)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         out.unlink()
         work.rename(out)
@@ -304,10 +354,15 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
     return BuildResult(out_dir=out, manifest=manifest)
 
 
+def _folding_applied(target_fps: float | None) -> str:
+    """FINN's report of the folding it applied (auto-folding for a target FPS, else the folding file)."""
+    return "report/auto_folding_config.json" if target_fps else "report/applied_folding_config.json"
+
+
 def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_fps: float | None,
               folding: Path | None, lower_to_fit: bool, tries: list[dict[str, Any]], est: dict[str, Any],
               runner: _Runner, vivado: bool, vivado_steps: list[str], started: datetime,
-              wall_s: float) -> dict[str, Any]:
+              wall_s: float, fifo: FifoOptions, checks: list[Any]) -> dict[str, Any]:
     """What bnnflow records about a build (DIR/manifest.json)."""
     ran = list(runner.durations)
     m: dict[str, Any] = {
@@ -318,13 +373,15 @@ def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_
         "lower_to_fit": lower_to_fit, "folding_tries": tries,
         "folding_file": str(folding.absolute()) if folding else None,
         "folding_file_sha256": sha256_file(folding) if folding else None,
-        "folding_applied": "report/auto_folding_config.json" if target_fps else "report/applied_folding_config.json",
+        "folding_applied": _folding_applied(target_fps),
         "dataset": inp.dataset, "arch": inp.arch, "widths": inp.widths,
         "accuracy": inp.meta.get("accuracy"), "accuracy_n": inp.meta.get("n"),
         "pruning": inp.meta.get("pruning"), "export_check": inp.export, "input_notes": inp.notes,
         "steps": [{"name": s, "seconds": runner.durations[s]} for s in ran],
         "estimates": est,
         "vivado": vivado,
+        "doctor": [c.line() for c in checks],
+        "fifo": fifo.record(),
         "skipped": [] if vivado else [{"steps": vivado_steps, "reason": "Vivado/Vitis HLS not found"}],
         "outputs": {
             "qonnx_input": MODEL_FILE,
@@ -333,10 +390,12 @@ def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_
             "final_graph": f"intermediate_models/{ran[-1]}.onnx",
             "codegen_dir": CODEGEN_DIR,
             "reports": "report",
+            "handoff": HANDOFF_DIR,
+            **({"deployment_zip": DEPLOY_ZIP} if vivado else {}),
         },
         "tools": finn_env.tool_versions(),
         "finn_steps_replaced": {name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
-                                for name, fn in finn_env.STEP_REPLACEMENTS.items() if name in ran},
+                                for name, fn in runner.replaced.items() if name in ran},
         "started_utc": started.isoformat(timespec="seconds"), "wall_time_s": round(wall_s, 2),
     }
     if inp.kind == "checkpoint":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bnnflow.cli import _data_dir_option, command
 from build_flows.boards import BOARDS
+from build_flows.fifo import DEFAULT_STRATEGY, DEFAULT_TIMEOUT_MIN, STRATEGIES
 
 
 def _export_opts(p: argparse.ArgumentParser) -> None:
@@ -42,6 +43,14 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", type=int, default=100, metavar="N",
                    help="for a checkpoint: compare its QONNX export with Brevitas on N test images")
     p.add_argument("--out", type=Path, required=True, help="build folder (FINN's layout + manifest.json)")
+    f = p.add_mutually_exclusive_group()
+    f.add_argument("--fifo-strategy", choices=STRATEGIES, default=None,
+                   help=f"FINN's FIFO sizing (a Vivado step; default {DEFAULT_STRATEGY}; force_minimal_fifos: "
+                        "no sizing, minimal depths)")
+    f.add_argument("--fifo-depths", type=Path, default=None, metavar="FILE.json",
+                   help="FIFO depths instead of sizing (FINN's report/fifo_sizing.json format)")
+    p.add_argument("--fifo-timeout", type=float, default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
+                   help=f"stop FINN's FIFO sizing after MIN minutes (default {DEFAULT_TIMEOUT_MIN:g}; 0: no limit)")
     _data_dir_option(p)
 
 
@@ -52,7 +61,8 @@ def _build(a: argparse.Namespace) -> int:
 
     tfps = None if a.target_fps is None else (int(a.target_fps) if a.target_fps.is_integer() else a.target_fps)
     r = build(a.input, a.board, a.out, target_fps=tfps, folding=a.folding, clock_ns=a.clock_ns,
-              lower_to_fit=a.lower_to_fit, n_check=a.check, data_dir=a.data_dir)
+              lower_to_fit=a.lower_to_fit, n_check=a.check, data_dir=a.data_dir, fifo_strategy=a.fifo_strategy,
+              fifo_depths=a.fifo_depths, fifo_timeout_min=a.fifo_timeout)
     for line in summary_lines(r.manifest, r.out_dir):
         print(line)
     return 0
@@ -85,4 +95,29 @@ def summary_lines(m: dict, out_dir: Path) -> list[str]:
     for skip in m.get("skipped", []):
         lines.append(f"  {skip['reason']}: stopped after code generation; these steps need Vivado: "
                      f"{', '.join(skip['steps'])}")
+        lines.append(f"  to continue on a Vivado machine: {out_dir}/{m['outputs']['handoff']}/README.md")
     return lines
+
+
+def _doctor_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", default=BOARDS[0], choices=BOARDS, help=f"target board (default {BOARDS[0]})")
+    p.add_argument("--fifo-strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                   help=f"the FIFO sizing the build will use (default {DEFAULT_STRATEGY})")
+    p.add_argument("--out", type=Path, default=Path("."), help="where builds go (for the disk space check)")
+
+
+@command("doctor", _doctor_opts)
+def _doctor(a: argparse.Namespace) -> int:
+    """Check what a bitfile build needs here (Vivado, Vitis HLS, XSI, FINN's dependencies, board files, ...)."""
+    from build_flows.doctor import run_checks
+
+    checks = run_checks(a.board, a.out, a.fifo_strategy)
+    for c in checks:
+        print(c.line())
+    failing = [c for c in checks if not c.ok]
+    if failing:
+        print(f"a bitfile build for {a.board} cannot start here: {len(failing)} of {len(checks)} "
+              "requirements not met")
+        return 1
+    print(f"a bitfile build for {a.board} can start here")
+    return 0
