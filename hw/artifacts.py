@@ -106,6 +106,11 @@ def _storage_type(dt_name: str) -> tuple[int, bool, bool]:
     return dt.bitwidth(), dt.signed(), False
 
 
+#: Layers whose constants are decoded from FINN's generated files (others keep the graph's; the
+#: sim report names them).
+DECODED_OPS = ("MVAU", "Thresholding")
+
+
 # ---------------------------------------------------------------- per-layer decoders
 def _mvau_weights(layer: Layer, code_dir: Path) -> tuple[np.ndarray, Path]:
     a = layer.attrs
@@ -227,7 +232,7 @@ def load_artifacts(graph: HWGraph, search_root: Path | None = None) -> tuple[HWG
     new = copy.deepcopy(graph)
     mismatches: list[Mismatch] = []
     for layer in new.hw_layers():
-        if layer.op not in ("MVAU", "Thresholding"):
+        if layer.op not in DECODED_OPS:
             continue
         decoded = decode_layer(layer, _code_dir(layer, search_root))
         for role, (values, path) in decoded.items():

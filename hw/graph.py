@@ -29,14 +29,15 @@ HW_DOMAIN = "finn.custom_op.fpgadataflow"
 # Layer kinds the simulator implements; keys are FINN op types without the
 # _hls/_rtl suffix, plus the plain ONNX ops FINN leaves in the parent graph.
 SUPPORTED = frozenset({
-    "Thresholding", "MVAU", "ConvolutionInputGenerator", "Pool", "FMPadding",
+    "Thresholding", "MVAU", "VVAU", "ConvolutionInputGenerator", "Pool", "FMPadding",
     "LabelSelect", "StreamingDataWidthConverter", "StreamingFIFO", "Reshape",
     "DuplicateStreams", "AddStreams", "ElementwiseAdd", "ElementwiseSub",
     "ElementwiseMul", "GlobalAccPool", "Transpose", "Flatten", "Identity",
 })
 
 # What each weight-carrying layer calls its constant inputs, by input position.
-PARAM_ROLES = {"MVAU": {1: "weights", 2: "thresholds"}, "Thresholding": {1: "thresholds"}}
+PARAM_ROLES = {"MVAU": {1: "weights", 2: "thresholds"}, "VVAU": {1: "weights", 2: "thresholds"},
+               "Thresholding": {1: "thresholds"}}
 
 
 @dataclass

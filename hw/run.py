@@ -14,7 +14,7 @@ import numpy as np
 
 from bnnflow.errors import BnnflowError
 from hw import verify
-from hw.artifacts import Mismatch, load_artifacts
+from hw.artifacts import DECODED_OPS, Mismatch, load_artifacts
 from hw.build_dir import BuildDir, open_build
 from hw.cycles import cycle_report
 from hw.graph import HWGraph, load_graph
@@ -99,6 +99,9 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
         "weights_from": ld.source,
         "artifacts_match": None if ld.mismatches is None else not ld.mismatches,
         "artifact_mismatches": [str(m) for m in ld.mismatches or []],
+        # layers whose constants are not decoded from generated files: they come from the graph
+        "artifacts_not_decoded": [layer.name for layer in ld.graph.hw_layers()
+                                  if layer.params and layer.op not in DECODED_OPS],
         "wrap_accumulators": wrap_accumulators,
         # accumulator values outside the generated accumulator type: the hardware's ap_int would wrap there
         "accumulator_overflows": {k: int(v.sum()) for k, v in overflows.items() if v.sum()},

@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 import numpy as np
 from qonnx.core.datatype import DataType
 
-from bnnflow.errors import BnnflowError
+from bnnflow.errors import BnnflowError, NotSupported
 from hw import kernels
 from hw.graph import HWGraph, Layer
 
@@ -204,6 +204,42 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
                          bipolar=out_dt == "BIPOLAR")]
         acc = kernels.int_conv(src, packed_w[key], *geo[2:]).astype(np.int64)
         return [finish(acc.reshape((n,) + out_shape))]
+
+    return run
+
+
+def _vvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
+    """FINN's VVAU (a depthwise conv; FINN also makes one of a conv with one input and one output
+    channel): per channel, the dot product of its own window with its own weights, then thresholds."""
+    a = layer.attrs
+    if a.get("binaryXnorMode", 0) or layer.in_dtypes[0] in BINARY_TYPES:
+        raise NotSupported(f"{layer.name}: a binary-input depthwise VVAU (FINN's Python execution of it "
+                           "does not compute an XNOR popcount, so it has no reference to match)")
+    ch = int(a["Channels"])
+    kh, kw = (int(v) for v in a["Kernel"])
+    w = layer.params["weights"].reshape(ch, kh * kw)
+    bound = kh * kw * _abs_max(layer.in_dtypes[0]) * int(np.abs(w).max(initial=0))
+    adtype = kernels.acc_dtype(bound)
+    w_int = w.T.astype(adtype)  # (K, C)
+    no_act = bool(a.get("noActivation", 0))
+    out_dt = layer.out_dtypes[0]
+    act_val = int(a.get("ActVal", 0))
+    thr = None if no_act else kernels.int_thresholds(layer.params["thresholds"])
+    adt = _dtype(str(a.get("accDataType", "INT32")))
+    acc_lo, acc_hi = int(adt.min()), int(adt.max())
+
+    def run(ins: list[Tensor]) -> list[Tensor]:
+        d = to_dense(ins[0]).astype(adtype)
+        n, oh, ow = d.shape[:3]
+        acc = np.einsum("nhwkc,kc->nhwc", d.reshape(n, oh, ow, kh * kw, ch), w_int).astype(np.int64)
+        acc, overflow.counts = kernels.check_accumulator(acc, acc_lo, acc_hi, wrap)
+        if thr is None:
+            return [acc]
+        y = kernels.count_thresholds(acc, np.broadcast_to(thr, (ch, thr.shape[1])))
+        if out_dt == "BIPOLAR":
+            return [to_bits(2 * y - 1)]
+        y = y + act_val
+        return [to_bits(y) if out_dt == "BINARY" else y]
 
     return run
 
@@ -409,9 +445,10 @@ class Simulator:
         self._overflow: dict[str, _Overflow] = {}
         self._plan = []
         for layer in graph.layers:
-            if layer.op == "MVAU":
+            if layer.op in ("MVAU", "VVAU"):
                 self._overflow[layer.name] = _Overflow()
-                runner = _mvau(layer, wrap_accumulators, self._overflow[layer.name])
+                make = _mvau if layer.op == "MVAU" else _vvau
+                runner = make(layer, wrap_accumulators, self._overflow[layer.name])
             else:
                 runner = _RUNNERS[layer.op](layer)
             self._plan.append((layer, runner))

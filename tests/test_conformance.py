@@ -119,7 +119,8 @@ def test_clamp_leaves_in_range_and_non_xnor_nodes_alone() -> None:
 #  1: 1-bit input with the front, 5x5 kernels, padding 2, prime widths, 2 classes
 #  3: 12 classes, a 1-channel conv, 200000 FPS (full unfolding)
 # 17: a 1-output conv on 8-bit input whose 3 weights are all +1 (typed BINARY by FINN: NonBinaryMvauWeights)
-CASES = (2, 0, 7, 1, 3, 17)
+# 125: a conv with one input and one output channel, which FINN makes a depthwise VVAU
+CASES = (2, 0, 7, 1, 3, 17, 125)
 
 
 @pytest.mark.parametrize("seed", CASES)
