@@ -55,7 +55,7 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
-from bnnflow.errors import BnnflowError
+from bnnflow.errors import NotSupported
 
 
 def _constant_pad(model: ModelWrapper, node) -> tuple[np.ndarray, float] | None:
@@ -221,10 +221,10 @@ def refuse_zero_padded_bipolar(model: ModelWrapper) -> None:
         inst = getCustomOp(node)
         if model.get_tensor_datatype(node.input[0]) == DataType["BIPOLAR"] and \
                 any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") == 0:
-            raise BnnflowError(
-                f"convolution {k} (counting from the input) zero-pads 1-bit (bipolar) activations; 0 is not a binary value, and "
-                "FINN's XNOR layers would pad with -1 instead. Pad binary activations with -1 "
-                "(models.layers.BinaryPad) or use convolutions without padding")
+            raise NotSupported(
+                f"convolution {k} (counting from the input) zero-pads 1-bit (bipolar) activations; 0 is not a "
+                "binary value, and FINN's XNOR layers would pad with -1 instead. Pad binary activations with -1 "
+                "(models.layers.BinaryPad, nn.ConstantPad2d(p, -1.0)) or use convolutions without padding")
 
 
 def check_padding(model: ModelWrapper) -> None:
@@ -234,13 +234,13 @@ def check_padding(model: ModelWrapper) -> None:
         convs += node.op_type == "Im2Col"
         if node.op_type == "Pad":
             info = _constant_pad(model, node)
-            raise BnnflowError(
+            raise NotSupported(
                 f"padding node {node.name} (value {info[1] if info else 'not constant'}) is not in front "
                 "of a convolution on a thresholded or binary tensor; bnnflow builds padding only as "
                 "-1/0 padding of conv inputs")
         if node.op_type == "Im2Col":
             inst = getCustomOp(node)
             if any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") != 0:
-                raise BnnflowError(
+                raise NotSupported(
                     f"convolution {convs} (counting from the input) pads with {inst.get_nodeattr('pad_value')} on a "
                     f"{model.get_tensor_datatype(node.input[0]).name} tensor; FINN's FMPadding pads with 0 only")

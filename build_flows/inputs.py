@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow import checkpoint
-from bnnflow.errors import BnnflowError, CheckpointError
+from bnnflow.errors import BnnflowError, CheckpointError, NotSupported
 
 #: Op types of a W1A1 QONNX graph that FINN's builder turns into a dataflow accelerator.
 SUPPORTED_OPS = frozenset({
@@ -92,8 +92,8 @@ def check_w1a1(model: Any, path: Path) -> None:
     if ops:
         listed = "; ".join(f"{op} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
                            for op, names in ops.items())
-        raise BnnflowError(f"{path}: unsupported layer type(s) for the W1A1 FINN flow: {listed}. "
-                           f"Supported: {', '.join(sorted(SUPPORTED_OPS))}")
+        raise NotSupported(f"unsupported layer type(s) for the W1A1 FINN flow: {listed}. "
+                           f"Supported: {', '.join(sorted(SUPPORTED_OPS))}", str(path))
     weight_layers = [n for n in model.graph.node if n.op_type in WEIGHT_OPS]
     if not weight_layers:
         raise BnnflowError(f"{path}: no Conv, Gemm or MatMul layer; nothing to build")
@@ -120,8 +120,8 @@ def check_w1a1(model: Any, path: Path) -> None:
         input_path = not is_weight and not any(i in seen_weight_layer for i in n.input)
         if input_path and bits <= 8:
             continue
-        raise BnnflowError(f"{path}: {n.name} quantizes {what}s to {bits:g} bits; bnnflow builds W1A1 "
-                           "networks (1-bit weights and activations, an input quantizer of at most 8 bits)")
+        raise NotSupported(f"{n.name} quantizes {what}s to {bits:g} bits; bnnflow builds W1A1 networks "
+                           "(1-bit weights and activations, an input quantizer of at most 8 bits)", str(path))
 
 
 def _add_uint8_front(model: Any) -> Any:
