@@ -216,15 +216,22 @@ class BipolarPadToBinary(Transformation):
 
 
 def refuse_zero_padded_bipolar(model: ModelWrapper) -> None:
-    """Refuse an ``Im2Col`` that pads a BIPOLAR tensor with 0 (run before the XNOR conversion)."""
-    for k, node in enumerate(model.get_nodes_by_op_type("Im2Col"), start=1):
+    """Refuse an ``Im2Col`` that pads a BIPOLAR tensor with 0 (run before the XNOR conversion).
+
+    The message names the convolution by kernel and input shape: 1x1 convolutions have no
+    ``Im2Col``, so counting these nodes would not count the network's convolutions.
+    """
+    for node in model.get_nodes_by_op_type("Im2Col"):
         inst = getCustomOp(node)
         if model.get_tensor_datatype(node.input[0]) == DataType["BIPOLAR"] and \
                 any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") == 0:
+            k = "x".join(str(v) for v in inst.get_nodeattr("kernel_size"))
+            _, h, w, c = model.get_tensor_shape(node.input[0])
             raise NotSupported(
-                f"convolution {k} (counting from the input) zero-pads 1-bit (bipolar) activations; 0 is not a "
-                "binary value, and FINN's XNOR layers would pad with -1 instead. Pad binary activations with -1 "
-                "(models.layers.BinaryPad, nn.ConstantPad2d(p, -1.0)) or use convolutions without padding")
+                f"the {k} convolution on the {h}x{w}x{c} binary feature map zero-pads 1-bit (bipolar) "
+                "activations; 0 is not a binary value, and FINN's XNOR layers would pad with -1 instead. "
+                "Pad binary activations with -1 (models.layers.BinaryPad, nn.ConstantPad2d(p, -1.0)) or "
+                "use convolutions without padding")
 
 
 def check_padding(model: ModelWrapper) -> None:

@@ -7,7 +7,8 @@ brevitas_examples' bnn_pynq nets are (its ``CommonWeightQuant`` /
 
 - input 1 or 3 channels, 6 to 32 pixels square (or FC-only on a flat input);
 - conv widths 1-70 including odd and prime ones, kernels 1/3/5, -1 padding
-  (``ConstantPad2d(p, -1.0)``: zero is not binary) or none;
+  (``ConstantPad2d(p, -1.0)``: zero is not binary), sometimes zero padding as a user
+  writes it first (``QuantConv2d(padding=p)``, refused on binary activations), or none;
 - max-pools of kernel 2 or 3 over odd and even sizes (floor mode);
 - FC layers fed straight by a spatial feature map (LeNet style);
 - BatchNorm with gammas of both signs, some near zero, means and betas far
@@ -36,12 +37,17 @@ WIDTHS = (1, 2, 3, 5, 7, 8, 11, 13, 16, 17, 24, 31, 32, 37, 47, 53, 61, 64, 70)
 
 @dataclass
 class Layer:
-    """One layer of a spec: ``conv`` (width, kernel, pad), ``pool`` (kernel) or ``fc`` (width)."""
+    """One layer of a spec: ``conv`` (width, kernel, pad), ``pool`` (kernel) or ``fc`` (width).
+
+    ``zero_pad``: the conv pads with 0 as ``QuantConv2d(padding=p)`` does (what a user
+    writes first; bnnflow refuses it on binary activations), else with -1.
+    """
 
     kind: str
     width: int = 0
     kernel: int = 0
     pad: int = 0
+    zero_pad: bool = False
 
 
 @dataclass
@@ -62,7 +68,8 @@ class NetSpec:
         parts = []
         for layer in self.layers:
             if layer.kind == "conv":
-                parts.append(f"c{layer.width}k{layer.kernel}" + (f"p{layer.pad}" if layer.pad else ""))
+                pad = f"{'z' if layer.zero_pad else 'p'}{layer.pad}" if layer.pad else ""
+                parts.append(f"c{layer.width}k{layer.kernel}{pad}")
             elif layer.kind == "pool":
                 parts.append(f"mp{layer.kernel}")
             else:
@@ -78,6 +85,7 @@ class NetSpec:
 def random_spec(seed: int) -> NetSpec:
     """The network of ``seed``: geometry drawn so that every feature map stays at least 1x1."""
     rng = random.Random(seed)
+    pad_rng = random.Random(f"zero-pad {seed}")  # its own stream: the other draws stay as they were
     in_ch = rng.choice((1, 3))
     fc_only = rng.random() < 0.2
     in_size = rng.choice((6, 7, 8, 9, 11, 12, 14, 16)) if fc_only else rng.choice((8, 9, 10, 12, 13, 16, 20, 28, 32))
@@ -91,7 +99,8 @@ def random_spec(seed: int) -> NetSpec:
             pad = rng.choice((0, 0, k // 2)) if k > 1 else 0
             if size + 2 * pad - k + 1 < 1:
                 k, pad = 1, 0
-            layers.append(Layer("conv", rng.choice(WIDTHS), k, pad))
+            zero = bool(pad) and pad_rng.random() < 0.15
+            layers.append(Layer("conv", rng.choice(WIDTHS), k, pad, zero_pad=zero))
             size = size + 2 * pad - k + 1
             if size >= 4 and rng.random() < 0.45:
                 pk = rng.choice((2, 2, 3))
@@ -137,9 +146,10 @@ class RandomNet(nn.Module):
         flat: int | None = None
         for layer in spec.layers:
             if layer.kind == "conv":
-                if layer.pad:
+                if layer.pad and not layer.zero_pad:
                     feats.append(nn.ConstantPad2d(layer.pad, -1.0))
-                feats += [QuantConv2d(ch, layer.width, layer.kernel, bias=False, **_weight_quant()),
+                feats += [QuantConv2d(ch, layer.width, layer.kernel, padding=layer.pad if layer.zero_pad else 0,
+                                      bias=False, **_weight_quant()),
                           nn.BatchNorm2d(layer.width), _sign()]
                 ch, size = layer.width, size + 2 * layer.pad - layer.kernel + 1
             elif layer.kind == "pool":

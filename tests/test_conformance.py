@@ -119,7 +119,8 @@ def test_clamp_leaves_in_range_and_non_xnor_nodes_alone() -> None:
 #  1: 1-bit input with the front, 5x5 kernels, padding 2, prime widths, 2 classes
 #  3: 12 classes, a 1-channel conv, 200000 FPS (full unfolding)
 # 17: a 1-output conv on 8-bit input whose 3 weights are all +1 (typed BINARY by FINN: NonBinaryMvauWeights)
-# 125: a conv with one input and one output channel, which FINN makes a depthwise VVAU
+# 125: a conv with one input and one output channel (FINN makes it a depthwise VVAU), zero-padding the
+#      8-bit input
 CASES = (2, 0, 7, 1, 3, 17, 125)
 
 
@@ -128,6 +129,14 @@ def test_random_net_is_bit_exact(seed: int, tmp_path: Path) -> None:
     r = run_case(seed, tmp_path / "case")
     assert r.outcome == "exact", r.line()
     assert r.tensors_compared >= sum(layer.kind != "pool" for layer in random_spec(seed).layers)
+
+
+def test_zero_padded_binary_conv_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Seed 45 zero-pads binary activations (QuantConv2d(padding=1), as a user writes it first)."""
+    r = run_case(45, tmp_path / "case")
+    assert r.outcome == "refused", r.line()
+    assert "not supported: the 3x3 convolution on the 13x13x17 binary feature map zero-pads" in r.detail
+    assert "\n" not in r.detail and not (tmp_path / "case" / "build").exists()
 
 
 def test_spec_generator_is_seeded_and_varied() -> None:
@@ -139,7 +148,8 @@ def test_spec_generator_is_seeded_and_varied() -> None:
     assert {s.in_ch for s in specs} == {1, 3} and {s.input_bits for s in specs} == {1, 8}
     assert {s.bn_style for s in specs} == {"trained", "wild"} and {s.front for s in specs} == {True, False}
     assert {s.classes for s in specs} == set(range(2, 13))
-    assert any(layer.pad for s in specs for layer in s.layers)
+    assert any(layer.pad and not layer.zero_pad for s in specs for layer in s.layers)
+    assert any(layer.zero_pad for s in specs for layer in s.layers)
     assert {layer.kernel for s in specs for layer in s.layers if layer.kind == "conv"} == {1, 3, 5}
 
 
