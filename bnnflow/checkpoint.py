@@ -13,13 +13,15 @@ know about it (data set, accuracy, training config, pruning):
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import models
-from bnnflow.errors import CheckpointError
+from bnnflow import validate
+from bnnflow.errors import BnnflowError, CheckpointError
 from bnnflow.files import atomic_path
 from models.nets import BinaryNet
 
@@ -51,6 +53,55 @@ def save(model: BinaryNet, meta: dict[str, Any], path: Path | str) -> None:
     atomic_torch_save(to_dict(model, meta), path)
 
 
+def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in one line.
+
+    PyTorch's own text goes on to explain how to load the file unsafely; that is not
+    advice bnnflow gives, so only the reason is kept.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    hint = "give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
+    if "Weights only load failed" in text:
+        reason = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in text.splitlines()
+                       if "WeightsUnpickler error:" in line), "")
+        reason = reason.split(" was not an allowed global")[0].replace("GLOBAL ", "").strip()
+        return CheckpointError(
+            f"{path}: not a readable checkpoint: it holds Python objects"
+            f"{f' ({reason[:200]})' if reason else ''}, not only tensors and plain data; bnnflow never runs "
+            "code from a checkpoint "
+            f"(it reads them with torch.load(weights_only=True)): {hint}")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return CheckpointError(f"{path}: not a readable checkpoint ({first[:200]}); {hint}")
+
+
+def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
+    """``obj`` is a checkpoint dict of ours with entries of the right types."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{origin}: not a bnnflow checkpoint (no format={FORMAT!r} entry); "
+            "give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
+        )
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{origin}: checkpoint version {obj.get('version')!r}, this bnnflow reads {VERSION}")
+    for key in ("arch", "widths", "state_dict", "meta"):
+        if key not in obj:
+            raise CheckpointError(f"{origin}: checkpoint lacks the {key!r} entry")
+    bad = {"arch": not isinstance(obj["arch"], str),
+           "widths": not isinstance(obj["widths"], (list, tuple))
+           or not all(isinstance(w, int) and not isinstance(w, bool) for w in obj["widths"]),
+           "state_dict": not isinstance(obj["state_dict"], dict)
+           or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()),
+           "meta": not isinstance(obj["meta"], dict)}
+    wrong = [k for k, v in bad.items() if v]
+    if wrong:
+        want = {"arch": "a name", "widths": "a list of whole numbers", "state_dict": "a dict of tensors",
+                "meta": "a dict"}
+        k = wrong[0]
+        raise CheckpointError(f"{origin}: damaged checkpoint: its {k!r} entry is {type(obj[k]).__name__}, not "
+                              f"{want[k]}; give a .pt file written by 'bnnflow train' or 'bnnflow prune'")
+    return obj
+
+
 def read_raw(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint dict safely and check that it is one of ours."""
     path = Path(path)
@@ -59,29 +110,63 @@ def read_raw(path: Path | str) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({first[:200]}); "
-            "give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
-        ) from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: not a bnnflow checkpoint (no format={FORMAT!r} entry); "
-            "give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
-        )
-    if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')}, this bnnflow reads {VERSION}")
-    for key in ("arch", "widths", "state_dict", "meta"):
-        if key not in obj:
-            raise CheckpointError(f"{path}: checkpoint lacks the {key!r} entry")
-    return obj
+        raise _torch_load_error(path, exc) from None
+    return _check_raw(obj, str(path))
+
+
+def check_architecture(arch: str, widths: Any, origin: str) -> dict[str, torch.Size]:
+    """Check that ``arch`` with ``widths`` is a network of bounded size without allocating it.
+
+    Every width must be at most :data:`~bnnflow.validate.MAX_WIDTH` and the
+    parameter count at most :data:`~bnnflow.validate.MAX_PARAMETERS`; the
+    network is built on PyTorch's ``meta`` device (shapes only). Returns the
+    shapes of its state dict.
+    """
+    if widths is not None:
+        if not isinstance(widths, (list, tuple)) or not all(
+                isinstance(w, int) and not isinstance(w, bool) for w in widths):
+            raise BnnflowError(f"{origin}: widths must be a list of whole numbers, got {widths!r}")
+        big = [w for w in widths if w > validate.MAX_WIDTH]
+        if big:
+            raise BnnflowError(f"{origin}: width {big[0]:,} is above bnnflow's limit of {validate.MAX_WIDTH:,} "
+                               f"(widths {list(widths)})")
+    with torch.device("meta"):
+        shape = models.build(arch, widths)
+    n = sum(p.numel() for p in shape.parameters())
+    if n > validate.MAX_PARAMETERS:
+        raise BnnflowError(f"{origin}: {arch} with widths {list(shape.widths)} has {n:,} parameters, above "
+                           f"bnnflow's limit of {validate.MAX_PARAMETERS:,}; give smaller widths")
+    return {k: v.shape for k, v in shape.state_dict().items()}
 
 
 def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNet, dict[str, Any]]:
-    """Rebuild the network of a checkpoint dict; returns (model in eval mode, meta)."""
+    """Rebuild the network of a checkpoint dict; returns (model in eval mode, meta).
+
+    The dict is checked first: entries of the right types, widths bounded, the
+    weights' names and shapes those of the network (compared before the
+    network is allocated) and every value finite.
+    """
+    _check_raw(obj, origin)
+    try:
+        shapes = check_architecture(obj["arch"], obj["widths"], origin)
+    except CheckpointError:
+        raise
+    except BnnflowError as exc:
+        raise CheckpointError(str(exc) if str(exc).startswith(origin) else f"{origin}: {exc}") from None
+    sd = obj["state_dict"]
+    # shapes first, before the network is allocated (missing or extra names: load_state_dict says)
+    wrong = [k for k in shapes if k in sd and tuple(sd[k].shape) != tuple(shapes[k])]
+    if wrong:
+        raise CheckpointError(f"{origin}: weights do not fit {obj['arch']} {list(obj['widths'])}: {wrong[0]} is "
+                              f"{list(sd[wrong[0]].shape)}, the network needs {list(shapes[wrong[0]])}")
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(
+                f"{origin}: weights are not finite (NaN or infinite values in {k}), e.g. a training run "
+                "that diverged; retrain (a lower --lr) or give another checkpoint")
     model = models.build(obj["arch"], obj["widths"])
     try:
-        model.load_state_dict(obj["state_dict"])
+        model.load_state_dict(sd)
     except RuntimeError as exc:
         raise CheckpointError(f"{origin}: weights do not fit {obj['arch']} {obj['widths']}: {exc}") from None
     model.eval()
@@ -91,3 +176,34 @@ def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNe
 def load(path: Path | str) -> tuple[BinaryNet, dict[str, Any]]:
     """Load a checkpoint file; returns (model in eval mode, meta)."""
     return from_dict(read_raw(path), str(path))
+
+
+def check_train_state(path: Path | str, state_format: str) -> None:
+    """Check a ``state.pt`` of ``bnnflow train`` before ``--resume`` trusts its entries."""
+    path = Path(path)
+    hint = "remove it to start afresh or drop --resume"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or corrupt files
+        raise BnnflowError(f"{path}: not a readable training state ({type(exc).__name__}); {hint}") from None
+    if not isinstance(state, dict) or state.get("format") != state_format:
+        raise BnnflowError(f"{path}: not a bnnflow training state; {hint}")
+    want = {"config": dict, "epoch": int, "history": list, "wall_time_s": (int, float), "optimizer": dict,
+            "checkpoint": dict}
+    for key, typ in want.items():
+        if not isinstance(state.get(key), typ):
+            got = "missing" if key not in state else f"a {type(state[key]).__name__}"
+            raise BnnflowError(f"{path}: damaged training state: its {key!r} entry is {got}; {hint}")
+    cfg = state["config"]
+    if not isinstance(cfg.get("arch"), str) or not isinstance(cfg.get("epochs"), int):
+        raise BnnflowError(f"{path}: damaged training state: its config lacks arch or epochs; {hint}")
+    if not isinstance(state.get("best"), (dict, type(None))):
+        raise BnnflowError(f"{path}: damaged training state: its 'best' entry is {type(state['best']).__name__}; "
+                           f"{hint}")
+    try:
+        from_dict(state["checkpoint"], f"{path} (its checkpoint entry)")
+    except CheckpointError as exc:
+        raise BnnflowError(f"{exc}; {hint}") from None
+    opt = state["optimizer"]
+    if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        raise BnnflowError(f"{path}: damaged training state: its optimizer entry is not an optimizer's; {hint}")

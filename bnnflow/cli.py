@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from bnnflow import validate as v
 from bnnflow.errors import BnnflowError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -42,27 +43,27 @@ def _data_dir_option(p: argparse.ArgumentParser) -> None:
 def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="architecture: tfc sfc lfc cnv nin vgg11 resnet18")
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, state.pt)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=5e-3)
-    p.add_argument("--lr-min", type=float, default=0.0)
+    p.add_argument("--epochs", type=v.arg_int(1), default=20)
+    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
+    p.add_argument("--lr", type=v.arg_float(0.0, lo_open=True), default=5e-3)
+    p.add_argument("--lr-min", type=v.arg_float(0.0), default=0.0)
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
+    p.add_argument("--weight-decay", type=v.arg_float(0.0), default=0.0)
+    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
+    p.add_argument("--widths", type=v.arg_list(v.arg_int(1, v.MAX_WIDTH), "widths"), default=None,
                    help="comma-separated per-layer widths (default: the architecture's)")
     p.add_argument("--no-augment", action="store_true", help="no CIFAR-10 crop/flip augmentation")
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
-    p.add_argument("--eval-limit", type=int, default=None,
+    p.add_argument("--train-limit", type=v.arg_int(1), default=None, help="use the first N training images")
+    p.add_argument("--eval-limit", type=v.arg_int(1), default=None,
                    help="per-epoch test curve on the first N test images (the final figure uses all)")
-    p.add_argument("--holdout", type=int, default=None, metavar="N",
+    p.add_argument("--holdout", type=v.arg_int(0), default=None, metavar="N",
                    help="keep the last N training images out of training; the epoch best on them is "
                         "the one kept (0: keep the last epoch; default 5000)")
     p.add_argument("--no-fast", action="store_true",
                    help="train through the Brevitas modules instead of their plain-torch twin")
     p.add_argument("--compile", action="store_true", help="torch.compile the training steps (C++ compiler)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+    p.add_argument("--stop-after", type=v.arg_int(1), default=None, metavar="N",
                    help="stop after N epochs of this call (continue later with --resume)")
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
     _data_dir_option(p)
@@ -71,7 +72,8 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 @command("train", _train_opts)
 def _train(a: argparse.Namespace) -> int:
     """Train a zoo network (checkpoint every epoch, --resume)."""
-    from bnnflow.train import TrainConfig, train
+    from bnnflow import checkpoint, outdir
+    from bnnflow.train import STATE_FORMAT, TrainConfig, train
 
     cfg = TrainConfig(
         arch=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min=a.lr_min,
@@ -83,6 +85,10 @@ def _train(a: argparse.Namespace) -> int:
     )
     if a.stop_after is not None and a.stop_after < 1:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
+    cfg.validate()
+    outdir.check_output_dir(a.out, "--out")
+    if a.resume and (a.out / "state.pt").is_file():
+        checkpoint.check_train_state(a.out / "state.pt", STATE_FORMAT)
     train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after,
           log=lambda line: print(line, flush=True))
     return 0
@@ -137,7 +143,7 @@ def _info(a: argparse.Namespace) -> int:
 
 def _eval_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--limit", type=v.arg_int(1), default=None, help="first N test images (default: all)")
     p.add_argument("--json", action="store_true")
     _data_dir_option(p)
 
@@ -173,15 +179,31 @@ def _load_plugins() -> None:
                 raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one ``--help`` away), exit status 2 as before."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
     _load_plugins()
-    p = argparse.ArgumentParser(prog="bnnflow", description="Train, prune, compile (FINN) and simulate binary neural networks.")
+    p = _Parser(prog="bnnflow", description="Train, prune, compile (FINN) and simulate binary neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (setup, fn) in _COMMANDS.items():
         sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)
         setup(sp)
         sp.set_defaults(handler=fn)
     return p
+
+
+#: what the line printed on Ctrl-C / SIGTERM adds, per command
+AFTER_INTERRUPT = {
+    "train": "; continue the run with the same command and --resume",
+    "prune": "; continue the run with the same command and --resume",
+    "build": "; --out is as it was before this run (the previous build, if any, is kept)",
+    "sweep": "; the builds finished so far are kept: rerun the same command to go on",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,9 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     except BnnflowError as exc:
         print(f"bnnflow: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("bnnflow: interrupted (a run folder can be continued with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        import signal
+
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        then = AFTER_INTERRUPT.get(args.command, "; no output file was left half-written")
+        print(f"bnnflow: interrupted by {name}{then}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -189,8 +189,17 @@ def _load_cifar10(root: Path, split: str) -> Split:
         arrays = _decode_cifar_tar(path)
         with atomic_path(cached) as tmp, tmp.open("wb") as f:
             np.savez(f, **arrays)
-    with np.load(cached) as z:
-        return Split(z[f"{split}_x"], z[f"{split}_y"])
+    try:
+        with np.load(cached, allow_pickle=False) as z:
+            images, labels = z[f"{split}_x"], z[f"{split}_y"]
+    except Exception as exc:  # numpy/zipfile raise many types for a damaged archive
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DataError(f"{cached}: damaged cache of the decoded {path.name} ({type(exc).__name__}: {why}); "
+                        "delete it, the next run decodes the tar again") from None
+    if images.ndim != 4 or images.shape[1:] != (3, 32, 32) or labels.shape != (images.shape[0],):
+        raise DataError(f"{cached}: damaged cache of the decoded {path.name} (arrays of shapes {images.shape} "
+                        f"and {labels.shape}); delete it, the next run decodes the tar again")
+    return Split(images, labels)
 
 
 # ---------------------------------------------------------------- batching

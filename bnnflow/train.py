@@ -62,10 +62,20 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        from bnnflow import validate
+
         if self.arch not in models.ARCHS:
             raise BnnflowError(f"unknown model {self.arch!r}: choose one of {', '.join(models.ARCHS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BnnflowError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        validate.count(self.epochs, "--epochs")
+        validate.count(self.batch_size, "--batch-size")
+        validate.number(self.lr, "--lr", 0.0, lo_open=True)
+        validate.number(self.lr_min, "--lr-min", 0.0)
+        validate.number(self.weight_decay, "--weight-decay", 0.0)
+        validate.count(self.seed, "--seed", 0, 2**40)
+        validate.optional_count(self.train_limit, "--train-limit")
+        validate.optional_count(self.eval_limit, "--eval-limit")
+        if self.widths is not None:
+            checkpoint.check_architecture(self.arch, list(self.widths), "--widths")
         if self.schedule not in ("cosine", "constant"):
             raise BnnflowError(f"unknown schedule {self.schedule!r}: use cosine or constant")
         if self.holdout < 0:

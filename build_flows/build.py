@@ -49,13 +49,13 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from bnnflow import outdir, validate
 from bnnflow.files import atomic_path, sha256_file
 from bnnflow.errors import BnnflowError, DoesNotFit, NotSupported
 from bnnflow.progress import progress
@@ -74,6 +74,10 @@ DEPLOY_ZIP = "deploy.zip"
 LAST_BEFORE_FOLDING = "step_specialize_layers"
 ESTIMATES_STEP = "step_generate_estimate_reports"
 MAX_LOWERINGS = 12
+#: FINN steps that apply or act on a folding file's values
+FOLDING_STEPS = ("step_apply_folding_config", "step_minimize_bit_width", "step_generate_estimate_reports",
+                 "step_hw_codegen")
+MAX_CLOCK_NS = 1e6  # 1 kHz: anything slower is a typo
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,17 @@ def _read_json(path: Path) -> Any:
 class _Runner:
     """Calls FINN's builder for ranges of one step list, timing each step and keeping its errors."""
 
-    def __init__(self, cfg: Any, model_file: Path, n_steps: int, fifo: FifoOptions) -> None:
+    def __init__(self, cfg: Any, model_file: Path, n_steps: int, fifo: FifoOptions,
+                 source: Path | None = None, folding: Path | None = None) -> None:
         import finn.builder.build_dataflow as bd
         from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
 
         self.bd = bd
         self.cfg = cfg
         self.model_file = model_file
+        #: the user's files that errors name (model_file is the build's copy, gone after a failure)
+        self.source = source or model_file
+        self.folding = folding
         self.durations: dict[str, float] = {}
         self.error: tuple[str, BaseException] | None = None
         self.log: list[str] = []
@@ -161,13 +169,16 @@ class _Runner:
         if rc != 0:
             step, exc = self.error or ("build_dataflow_cfg", RuntimeError("see the build log"))
             if isinstance(exc, NotSupported):
-                raise NotSupported(exc.what, str(self.model_file)) from None
+                raise NotSupported(exc.what, str(self.source)) from None
             if isinstance(exc, BnnflowError):  # bnnflow's own checks inside a step: name the file
-                raise BnnflowError(f"{self.model_file}: {exc}") from None
+                raise BnnflowError(f"{self.source}: {exc}") from None
             if isinstance(exc, KeyboardInterrupt):
                 raise exc
             msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise BnnflowError(f"{self.model_file}: FINN's {step} failed: {type(exc).__name__}: {msg}")
+            if self.folding is not None and step in FOLDING_STEPS:
+                raise BnnflowError(f"{self.folding}: FINN's {step} failed with this folding file: "
+                                   f"{type(exc).__name__}: {msg}; check its node attributes")
+            raise BnnflowError(f"{self.source}: FINN's {step} failed: {type(exc).__name__}: {msg}")
 
     def finish(self) -> None:
         self.bar.close()
@@ -218,24 +229,12 @@ def _fold_to_budget(runner: _Runner, out: Path, board: Board, target_fps: float 
         runner.cfg.target_fps = new
 
 
-def _claim(out: Path) -> tuple[Path, Path | None]:
-    """Make ``out`` a link to a fresh hidden folder beside it; returns (folder, previous build moved aside)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.is_symlink():  # left by a killed build of ours
-        if not out.readlink().name.startswith(f".{out.name}.building-"):
-            raise BnnflowError(f"{out}: is a symbolic link; give another --out")
-        out.unlink()
-    old = None
-    if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file()):
-            raise BnnflowError(f"{out}: exists and is not a bnnflow build folder; give another --out or remove it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
-        out.rename(old)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    work.chmod(0o755)
-    out.symlink_to(work.name, target_is_directory=True)
-    return work, old
+def _claim(out: Path) -> Any:
+    """The crash-safe replace of ``out`` (:func:`bnnflow.outdir.replacing`): locked against a second
+    run, refused unless ``out`` is empty or a bnnflow build, leftovers of killed runs cleaned; inside
+    the block ``out`` links to a fresh hidden folder, and on any error or signal the previous build
+    comes back."""
+    return outdir.replacing(out, "--out")
 
 
 def _config(out: Path, board: Board, target_fps: float | None, folding_file: Path | None, clock_ns: float,
@@ -264,10 +263,14 @@ def _zip_deployment(out: Path) -> None:
 def _validate_args(board: str, target_fps: float | None, folding: Path | None, clock_ns: float) -> Board:
     if (target_fps is None) == (folding is None):
         raise BnnflowError("give exactly one of --target-fps N or --folding FILE.json")
-    if target_fps is not None and not target_fps > 0:
-        raise BnnflowError(f"--target-fps must be positive, got {target_fps}")
-    if not clock_ns > 0:
-        raise BnnflowError(f"--clock-ns must be positive, got {clock_ns}")
+    validate.number(clock_ns, "--clock-ns", 0.0, MAX_CLOCK_NS, lo_open=True)
+    if target_fps is not None:
+        # FINN folds for int(target) frames per second and at least one cycle per frame
+        top = 1e9 / clock_ns
+        validate.number(target_fps, "--target-fps", 1.0)
+        if target_fps > top:
+            raise BnnflowError(f"--target-fps {target_fps:g} is above one frame per clock cycle ({top:,.0f} FPS "
+                               f"at {clock_ns:g} ns), which no folding reaches; give at most {top:,.0f}")
     return get_board(board)
 
 
@@ -306,8 +309,7 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
 
-    work, old = _claim(out)
-    try:
+    with _claim(out):
         inp: BuildInput = prepare_input(src, out / MODEL_FILE, n_check, data_dir)
         finn_env.prepare(out / CODEGEN_DIR)
         folding_file = None
@@ -319,7 +321,7 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
             depths_file = out / FIFO_DEPTHS_FILE
             shutil.copyfile(fifo.depths_file, depths_file)
         cfg = _config(out, b, target_fps, folding_file, clock_ns, list(steps), vivado, fifo, depths_file)
-        runner = _Runner(cfg, out / MODEL_FILE, len(steps), fifo)
+        runner = _Runner(cfg, out / MODEL_FILE, len(steps), fifo, src, folding)
         runner.run(None, LAST_BEFORE_FOLDING)
         if fold_cfg is not None:
             from qonnx.core.modelwrapper import ModelWrapper
@@ -340,17 +342,6 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         manifest = _manifest(inp, src, b, clock_ns, target_fps, folding, lower_to_fit, tries, est, runner,
                              vivado, vivado_steps, started, time.perf_counter() - t0, fifo, checks)
         (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        out.unlink()
-        work.rename(out)
-    except BaseException:
-        if out.is_symlink():
-            out.unlink()
-        shutil.rmtree(work, ignore_errors=True)
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return BuildResult(out_dir=out, manifest=manifest)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bnnflow import validate as v
 from bnnflow.cli import _data_dir_option, command
 from build_flows.boards import BOARDS
 from build_flows.fifo import DEFAULT_STRATEGY, DEFAULT_TIMEOUT_MIN, STRATEGIES
@@ -13,7 +14,7 @@ from build_flows.fifo import DEFAULT_STRATEGY, DEFAULT_TIMEOUT_MIN, STRATEGIES
 def _export_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="QONNX file to write")
-    p.add_argument("--check", type=int, default=200, metavar="N",
+    p.add_argument("--check", type=v.arg_int(0), default=200, metavar="N",
                    help="compare with Brevitas on the first N test images (default 200; 0: no check)")
     _data_dir_option(p)
 
@@ -21,8 +22,10 @@ def _export_opts(p: argparse.ArgumentParser) -> None:
 @command("export", _export_opts)
 def _export(a: argparse.Namespace) -> int:
     """Export a checkpoint to QONNX (UINT8 input, TopK) and check it against Brevitas."""
+    from bnnflow.files import check_output_file
     from build_flows.export import export
 
+    check_output_file(a.out, "--out")
     r = export(a.checkpoint, a.out, n_check=a.check, data_dir=a.data_dir)
     print(f"{r.path}: QONNX written")
     if r.n:
@@ -35,12 +38,14 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="bnnflow checkpoint (.pt) or QONNX file (.onnx) of a W1A1 net")
     p.add_argument("--board", required=True, choices=BOARDS)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--target-fps", type=float, help="fold automatically for this throughput (FINN's SetFolding)")
+    g.add_argument("--target-fps", type=v.arg_float(1.0),
+                   help="fold automatically for this throughput (FINN's SetFolding)")
     g.add_argument("--folding", type=Path, help="FINN folding JSON keyed by finn-plus node names")
-    p.add_argument("--clock-ns", type=float, default=10.0, help="target clock period (default 10 ns)")
+    p.add_argument("--clock-ns", type=v.arg_float(0.0, lo_open=True), default=10.0,
+                   help="target clock period (default 10 ns)")
     p.add_argument("--lower-to-fit", action="store_true",
                    help="lower the target FPS until FINN's estimates fit the board (default: refuse)")
-    p.add_argument("--check", type=int, default=100, metavar="N",
+    p.add_argument("--check", type=v.arg_int(0), default=100, metavar="N",
                    help="for a checkpoint: compare its QONNX export with Brevitas on N test images")
     p.add_argument("--out", type=Path, required=True, help="build folder (FINN's layout + manifest.json)")
     f = p.add_mutually_exclusive_group()
@@ -49,7 +54,7 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
                         "no sizing, minimal depths)")
     f.add_argument("--fifo-depths", type=Path, default=None, metavar="FILE.json",
                    help="FIFO depths instead of sizing (FINN's report/fifo_sizing.json format)")
-    p.add_argument("--fifo-timeout", type=float, default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
+    p.add_argument("--fifo-timeout", type=v.arg_float(0.0), default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
                    help=f"stop FINN's FIFO sizing after MIN minutes (default {DEFAULT_TIMEOUT_MIN:g}; 0: no limit)")
     _data_dir_option(p)
 
@@ -57,8 +62,10 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
 @command("build", _build_opts)
 def _build(a: argparse.Namespace) -> int:
     """Compile a W1A1 network into a FINN dataflow accelerator for a PYNQ board."""
+    from bnnflow.outdir import check_output_dir
     from build_flows.build import build
 
+    check_output_dir(a.out, "--out", beside=True)
     tfps = None if a.target_fps is None else (int(a.target_fps) if a.target_fps.is_integer() else a.target_fps)
     r = build(a.input, a.board, a.out, target_fps=tfps, folding=a.folding, clock_ns=a.clock_ns,
               lower_to_fit=a.lower_to_fit, n_check=a.check, data_dir=a.data_dir, fifo_strategy=a.fifo_strategy,
@@ -85,6 +92,11 @@ def summary_lines(m: dict, out_dir: Path) -> list[str]:
     target = m["target_fps"]
     if target is not None and m["target_fps_used"] != target:
         lines.append(f"  target FPS lowered from {target:g} to {m['target_fps_used']:g} to fit the board")
+    used = m.get("target_fps_used") if target is not None else None
+    if used is not None and float(est["estimated_throughput_fps"]) < float(used):
+        lines.append(f"  WARNING target {float(used):,.0f} FPS not reached: FINN's folding reaches an estimated "
+                     f"{est['estimated_throughput_fps']:,.0f} FPS (bottleneck {est['max_cycles_node_name']}); "
+                     "a faster clock (--clock-ns) or a smaller network goes further")
     lines.append(f"  estimated: {est['estimated_throughput_fps']:,.0f} FPS (bottleneck {est['max_cycles_node_name']}, "
                  f"{est['max_cycles']:,} cycles), latency {est['estimated_latency_ns'] / 1000:,.1f} us")
     lines.append(f"  estimated resources: LUT {t.get('LUT', 0):,.0f}/{cap['LUT']:,}, "

@@ -12,6 +12,7 @@ difference is reported.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 
 from bnnflow import checkpoint, data
 from bnnflow.errors import BnnflowError, DataError
+from bnnflow.files import check_output_file, file_mode
 from models.nets import BinaryNet
 
 
@@ -114,23 +116,35 @@ def export(ckpt: Path, out: Path, n_check: int = 200, data_dir: Path | None = No
     gives the Brevitas model's top-1 on every checked image, so a failed
     export leaves nothing behind.
     """
+    if isinstance(n_check, bool) or not isinstance(n_check, int) or n_check < 0:
+        raise BnnflowError(f"--check must be a whole number >= 0 (0: no check), got {n_check!r}")
     model, _ = checkpoint.load(ckpt)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    check_output_file(out, "--out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    except OSError as exc:
+        raise BnnflowError(f"--out {out}: cannot write there ({exc.strerror}); give another path") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         _write_qonnx(model, tmp)
         res = check_agreement(model, tmp, n_check, data_dir) if n_check > 0 else \
             ExportResult(path=tmp, n=0, images="none", top1_agreement=float("nan"), max_logit_diff=float("nan"))
+        if res.n and not math.isfinite(res.max_logit_diff):
+            raise BnnflowError(
+                f"{ckpt}: the network's logits are not finite on {res.images} images (max logit difference "
+                f"{res.max_logit_diff}); nothing written. Check the checkpoint's weights")
         if res.n and res.top1_agreement < 1.0:
             raise BnnflowError(
                 f"{ckpt}: the exported QONNX graph disagrees with the Brevitas model on "
                 f"{round((1 - res.top1_agreement) * res.n)} of {res.n} {res.images} images "
                 f"(max logit difference {res.max_logit_diff:.3g}); nothing written. Report this as a bug."
             )
-        tmp.chmod(0o644)
+        tmp.chmod(file_mode())
+        if out.is_dir():
+            raise BnnflowError(f"--out {out}: is a folder; give a file name")
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -8,22 +8,25 @@ from pathlib import Path
 
 import numpy as np
 
+from bnnflow import validate as v
 from bnnflow.cli import command
 from bnnflow.errors import BnnflowError
-from bnnflow.files import atomic_path
+from bnnflow.files import atomic_path, check_output_file
+
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("build_dir", type=Path, metavar="DIR", help="build folder written by `bnnflow build`")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
-    p.add_argument("--limit", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--limit", type=v.arg_int(1), default=None, help="first N test images (default: all)")
     p.add_argument("--from-artifacts", action="store_true",
                    help="take weights and thresholds from the generated files instead of the graph")
-    p.add_argument("--finn-limit", type=int, default=10,
+    p.add_argument("--finn-limit", type=v.arg_int(0), default=10,
                    help="images also run through FINN's execute_onnx for agree_with_finn (default 10; 0: skip)")
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=None, help="simulator threads (default: all cores)")
+    p.add_argument("--batch-size", type=v.arg_int(1), default=1000)
+    p.add_argument("--threads", type=v.arg_int(1), default=None, help="simulator threads (default: all cores)")
     p.add_argument("--input", type=Path, default=None,
                    help=".npy inputs in the build's input layout (N, ...); simulate them instead of the test set")
     p.add_argument("--output", type=Path, default=None, help="where --input's outputs are written (.npy)")
@@ -40,10 +43,23 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def _load_npy(path: Path) -> np.ndarray:
+    hint = "save inputs with numpy.save, one array of shape (N, ...)"
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise BnnflowError(f"{path}: cannot read as a .npy array ({exc}); save inputs with numpy.save") from exc
+        with path.open("rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise BnnflowError(f"--input {path}: cannot read it ({exc.strerror}); {hint}") from None
+    if head != NPY_MAGIC:
+        raise BnnflowError(f"--input {path}: not a .npy file (it does not start with NumPy's header); {hint}")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise BnnflowError(f"--input {path}: cannot read as a .npy array ({exc}); {hint}") from None
+    if x.ndim == 0:
+        raise BnnflowError(f"--input {path}: holds a scalar, not a batch of inputs; {hint}")
+    if x.dtype.hasobject or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise BnnflowError(f"--input {path}: holds {x.dtype} values, not numbers; {hint}")
+    return x
 
 
 @command("sim", _opts)
@@ -58,6 +74,7 @@ def _sim(a: argparse.Namespace) -> int:
     if a.input is not None or a.output is not None:
         if a.input is None or a.output is None:
             raise BnnflowError("--input and --output go together: `bnnflow sim DIR --input X.npy --output Y.npy`")
+        check_output_file(a.output, "--output")
         x = _load_npy(a.input)
         y = run.simulate_arrays(a.build_dir, x, a.from_artifacts, a.batch_size, a.wrap_accumulators)
         _save_npy(a.output, y)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnflow import validate
 from bnnflow.errors import BnnflowError
 from hw import verify
 from hw.artifacts import DECODED_OPS, Mismatch, load_artifacts
@@ -61,6 +62,10 @@ def load(build_dir: Path | str, from_artifacts: bool = False, wrap_accumulators:
 def simulate_arrays(build_dir: Path | str, x: np.ndarray, from_artifacts: bool = False,
                     batch_size: int = 1000, wrap_accumulators: bool = False) -> np.ndarray:
     """Outputs of the accelerator for inputs ``x`` given in the build's input layout."""
+    validate.count(batch_size, "--batch-size")
+    if np.ndim(x) == 0 or len(x) == 0:
+        raise BnnflowError(f"the inputs hold {'a scalar' if np.ndim(x) == 0 else 'no images'}; give an array "
+                           "of shape (N, ...) with N >= 1")
     return load(build_dir, from_artifacts, wrap_accumulators).sim.predict(x, batch_size)[0]
 
 
@@ -75,6 +80,9 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
     """
     from bnnflow import data
 
+    validate.optional_count(limit, "--limit")
+    validate.count(finn_limit, "--finn-limit", 0)
+    validate.count(batch_size, "--batch-size")
     ld = load(build_dir, from_artifacts, wrap_accumulators)
     dataset = verify.dataset_of(ld.build)
     if dataset is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bnnflow import validate as v
 from bnnflow.cli import command
 from bnnflow.errors import BnnflowError
 
@@ -13,11 +14,7 @@ def _names(s: str) -> list[str]:
     return [v.strip() for v in s.split(",") if v.strip()]
 
 
-def _fps_list(s: str) -> list[float]:
-    try:
-        return [float(v) for v in s.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {s!r}") from None
+_fps_list = v.arg_list(v.arg_float(1.0), "target FPS values")
 
 
 def _report_opts(p: argparse.ArgumentParser) -> None:
@@ -42,7 +39,7 @@ def _sweep_opts(p: argparse.ArgumentParser) -> None:
                    help="checkpoint(s) or QONNX model(s); several give one curve each")
     p.add_argument("--board", required=True, help="Pynq-Z1 or Pynq-Z2")
     p.add_argument("--fps", type=_fps_list, required=True, help="target FPS values, e.g. 1000,3000,10000")
-    p.add_argument("--clock-ns", type=float, default=10.0)
+    p.add_argument("--clock-ns", type=v.arg_float(0.0, lo_open=True), default=10.0)
     p.add_argument("--out", type=Path, required=True, help="sweep folder (builds, sweep.md/html/png/json)")
     p.add_argument("--labels", type=_names, default=None, help="comma-separated names of the inputs")
 

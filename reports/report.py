@@ -7,9 +7,11 @@ the output folder as it was.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
+from bnnflow import outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
 from reports import plots, render
@@ -25,6 +27,8 @@ def read_builds(dirs: list[Path], labels: list[str] | None = None) -> list[Build
         raise BnnflowError("no build folder given: `bnnflow report DIR [DIR ...] --out R`")
     if labels is not None and len(labels) != len(dirs):
         raise BnnflowError(f"--labels gives {len(labels)} names for {len(dirs)} build folders")
+    for d in dirs:
+        check_finished(Path(d))
     builds = [read_build(d, labels[i] if labels else None)
               for i, d in enumerate(progress(dirs, total=len(dirs), desc="reading builds"))]
     seen: dict[str, int] = {}
@@ -33,6 +37,33 @@ def read_builds(dirs: list[Path], labels: list[str] | None = None) -> list[Build
             builds[i] = replace(b, label=f"{b.root.parent.name}/{b.label}")
         seen[builds[i].label] = i
     return builds
+
+
+def check_finished(d: Path) -> None:
+    """``d`` is a finished bnnflow build (not the half build of a run going on or killed), and its
+    ``sim.json``, if any, is the simulator's report."""
+    if not d.exists():
+        raise BnnflowError(f"{d}: no such build folder; create it with `bnnflow build`")
+    if outdir.is_work_link(d):
+        raise BnnflowError(f"{d}: not a finished bnnflow build: a build into it is running or was killed "
+                           f"(it links to {d.readlink()}); wait for it, or rerun `bnnflow build`, which puts "
+                           "back the previous build first")
+    if not outdir.is_build(d.resolve()):
+        fmt = outdir.manifest_format(d)
+        why = "no manifest.json" if not (d / outdir.MANIFEST).is_file() else f"manifest format {fmt!r}"
+        raise BnnflowError(f"{d}: not a finished bnnflow build ({why}); report reads folders written by "
+                           "`bnnflow build`")
+    sim = d / "sim.json"
+    if sim.is_file():
+        redo = f"write it again with `bnnflow sim {d} --json > {sim}`"
+        try:
+            rep = json.loads(sim.read_text())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise BnnflowError(f"{sim}: malformed simulator report, not valid JSON ({exc}); {redo}") from None
+        acc = rep.get("accuracy") if isinstance(rep, dict) else None
+        if not isinstance(rep, dict) or "accuracy" not in rep or not (
+                acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1)):
+            raise BnnflowError(f"{sim}: malformed simulator report (no 'accuracy' between 0 and 1); {redo}")
 
 
 def document(builds: list[Build], out_dir: Path) -> render.Document:
@@ -58,9 +89,11 @@ def document(builds: list[Build], out_dir: Path) -> render.Document:
 
 def make_report(dirs: list[Path], out_dir: Path, labels: list[str] | None = None) -> list[Path]:
     """Read the builds, then write the charts, ``report.md`` and ``report.html`` into ``out_dir``."""
-    builds = read_builds(dirs, labels)
     out_dir = Path(out_dir)
-    doc = document(builds, out_dir)
-    md, page = render.write(doc, out_dir)
+    outdir.check_output_dir(out_dir, "--out")
+    builds = read_builds(dirs, labels)
+    with outdir.writing(out_dir, "--out"):
+        doc = document(builds, out_dir)
+        md, page = render.write(doc, out_dir)
     pngs = [p for s in doc.sections for p, _ in s.images]
     return [md, page, *pngs]

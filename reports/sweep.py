@@ -16,11 +16,12 @@ marked builds and redoes unmarked (interrupted) ones, so a sweep resumes.
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bnnflow import outdir, validate
 from bnnflow.files import atomic_write, sha256_file
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
@@ -29,6 +30,12 @@ from reports.finn_reports import Build, read_build
 from reports.tables import Table, ratio
 
 MARKER = ".sweep.json"
+
+
+def plain_name(label: object) -> bool:
+    """A label names a folder inside OUT: a plain name (no path separator, not hidden, not . or ..)."""
+    return (isinstance(label, str) and 0 < len(label) <= 255 and not label.startswith(".")
+            and not re.search(r"[/\\\x00]", label))
 
 
 @dataclass(frozen=True)
@@ -56,24 +63,47 @@ def _labels(inputs: list[Path], labels: list[str] | None) -> list[str]:
         if len(labels) != len(inputs):
             raise BnnflowError(f"--labels gives {len(labels)} names for {len(inputs)} inputs")
         out = labels
+        for lab in out:
+            if not plain_name(lab):
+                raise BnnflowError(f"--labels {lab!r}: a label names a folder inside --out, so it must be a plain "
+                                   "name (no '/' or '\\', not starting with '.')")
     else:
         out = [p.stem for p in inputs]
+        for p, lab in zip(inputs, out):
+            if not plain_name(lab):
+                raise BnnflowError(f"{p}: its name {lab!r} cannot name a folder inside --out; give --labels")
     if len(set(out)) != len(out):
         raise BnnflowError(f"inputs share a name ({', '.join(out)}); give distinct ones with --labels")
     return out
 
 
-def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float = 10.0,
-               labels: list[str] | None = None) -> list[Net]:
-    """Build every input at every target FPS (reusing finished builds) and read the results."""
+def _check_args(inputs: list[Path], fps: list[float], clock_ns: float, labels: list[str] | None) -> list[str]:
+    """Everything about the options that can be wrong, before anything is built or written; the labels."""
+    validate.number(clock_ns, "--clock-ns", 0.0, 1e6, lo_open=True)
     if not fps:
         raise BnnflowError("--fps lists no target: give e.g. --fps 1000,3000,10000")
-    if any(f <= 0 for f in fps):
-        raise BnnflowError(f"--fps values must be positive, got {fps}")
+    for f in fps:
+        validate.number(f, "--fps values", 1.0, 1e9 / clock_ns)
+    if len({fps_dir_name(f) for f in fps}) != len(fps):
+        raise BnnflowError(f"--fps lists a target twice: {', '.join(f'{f:g}' for f in fps)}")
     for p in inputs:
         if not p.is_file():
             raise BnnflowError(f"{p}: file not found (give a checkpoint or QONNX model to sweep)")
-    names = _labels(inputs, labels)
+    return _labels(inputs, labels)
+
+
+def _check_board(board: str) -> None:
+    try:
+        from build_flows.boards import get_board
+    except ImportError:
+        return  # _builder says so
+    get_board(board)
+
+
+def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float = 10.0,
+               labels: list[str] | None = None) -> list[Net]:
+    """Build every input at every target FPS (reusing finished builds) and read the results."""
+    names = _check_args(inputs, fps, clock_ns, labels)
     hashes = {p: sha256_file(p) for p in inputs}
     jobs = [(name, p, f) for name, p in zip(names, inputs) for f in fps]
     build = None
@@ -84,13 +114,13 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
         marker = d / MARKER
         if marker.is_file():
             try:
-                if json.loads(marker.read_text()) == want:
+                if json.loads(marker.read_text()) == want and outdir.is_build(d):
                     reused += 1
                     continue
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass  # a damaged marker: rebuild
-        if d.exists():
-            shutil.rmtree(d)  # an interrupted or outdated build of ours
+        # An outdated or unmarked build of ours is replaced by the build itself, which refuses a
+        # folder that is not a bnnflow build and keeps the previous one if it fails.
         build = build or _builder()
         build(p, board, d, target_fps=int(f) if float(f).is_integer() else f, clock_ns=clock_ns)
         atomic_write(marker, json.dumps(want, indent=2))
@@ -158,6 +188,14 @@ def make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
                labels: list[str] | None = None) -> list[Path]:
     """Run (or resume) the sweep, then write ``sweep.md``, ``sweep.html``, ``sweep.png`` and ``sweep.json``."""
     out_dir = Path(out_dir)
+    _check_args(inputs, fps, clock_ns, labels)  # before anything is written
+    _check_board(board)
+    with outdir.writing(out_dir, "--out"):
+        return _make_sweep(inputs, board, fps, out_dir, clock_ns, labels)
+
+
+def _make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float,
+                labels: list[str] | None) -> list[Path]:
     nets = run_builds(inputs, board, fps, out_dir, clock_ns, labels)
     curves = [plots.Curve(n.label, [b.performance["estimated_throughput_fps"] for b in n.builds],
                           {k: [b.total.get(k, 0) for b in n.builds] for k in ("LUT", "BRAM_18K", "DSP")})

@@ -176,7 +176,8 @@ def test_zero_padding_of_binary_activations_is_refused(tmp_path: Path) -> None:
         QuantLinear(8 * 8 * 8, 10, bias=False, weight_bit_width=1))
     src = tmp_path / "zero_pad.onnx"
     export_qonnx(net.eval(), input_t=torch.rand(1, 3, 8, 8), export_path=str(src))
-    _fails(src, tmp_path, r"zero_pad.onnx: not supported: convolution 1 \(counting from the input\) zero-pads 1-bit \(bipolar\)")
+    _fails(src, tmp_path, r"zero_pad.onnx: not supported: the 3x3 convolution on the 8x8x3 binary feature map "
+           r"zero-pads 1-bit \(bipolar\)")
 
 
 def test_padded_conv_net_builds(tmp_path: Path) -> None:
