@@ -12,9 +12,21 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="bnnflow checkpoint to prune")
     p.add_argument("--method", default="subsidiary",
                    help="subsidiary (learned, default) | msf-layerwise | msf-cascade | random")
-    p.add_argument("--target-pfr", required=True,
+    p.add_argument("--target-pfr", default=None,
                    help="pruned-filter ratio in [0, 1): one number for every prunable layer, "
-                        "LAYER=RATIO pairs (fc1=0.6,fc2=0.4) or a .json file of them")
+                        "LAYER=RATIO pairs (fc1=0.6,fc2=0.4) or a .json file of them (not with --fit)")
+    p.add_argument("--fit", default=None, metavar="BOARD",
+                   help="instead of a PFR: keep the per-layer counts of least probed loss whose FINN estimate "
+                        "fits BOARD's budget at --target-fps (Pynq-Z1, Pynq-Z2)")
+    p.add_argument("--target-fps", type=float, default=None, metavar="F", help="with --fit: the frame rate")
+    p.add_argument("--budget", default=None, metavar="lut=X,bram=Y",
+                   help="with --fit: X, Y fractions of the board (0.6) or multiples of the unpruned network's "
+                        "FINN estimate at F (0.5x); default FINN's utilisation limits (70%% of the LUTs, "
+                        "80%% of the BRAM18)")
+    p.add_argument("--clock-ns", type=float, default=10.0, help="with --fit: clock period of the design")
+    p.add_argument("--cost-cache", type=Path, default=None,
+                   help="with --fit: folder of the FINN layer graphs the cost model probes, shareable between "
+                        "runs (default: WORK_DIR/finn_cost)")
     p.add_argument("--allocation", default="uniform",
                    help="per-layer counts of a global target: uniform (same share everywhere), learned "
                         "(probed by the subsidiary component, same PFR) or learned-mac (same PFR and at "
@@ -51,16 +63,25 @@ def _opts(p: argparse.ArgumentParser) -> None:
 @command("prune", _opts)
 def _prune(a: argparse.Namespace) -> int:
     """Prune filters of a checkpoint (learned main/subsidiary method or a baseline)."""
+    from bnnflow.errors import BnnflowError
     from prune.pipeline import prune_checkpoint
     from prune.schedule import PruneConfig
 
+    allocation = a.allocation
+    if a.fit is not None:
+        if a.allocation != "uniform":
+            raise BnnflowError(f"--fit chooses the per-layer counts itself; drop --allocation {a.allocation}")
+        allocation = "fit"
+
     cfg = PruneConfig(
-        method=a.method, target_pfr=a.target_pfr, granularity=a.granularity, allocation=a.allocation,
+        method=a.method, target_pfr=a.target_pfr, granularity=a.granularity, allocation=allocation,
+        fit_board=a.fit, fit_fps=a.target_fps, fit_budget=a.budget, clock_ns=a.clock_ns,
         stage_samples=a.stage_samples or None, sub_epochs=a.sub_epochs, main_epochs=a.stage_epochs,
         batch_size=a.batch_size, lr_sub=a.lr_sub, lr_main=a.lr_main, kd_weight=a.kd_weight,
         kd_temp=a.kd_temp, sparsity=a.sparsity,
         finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr, holdout=a.holdout, eval_limit=a.eval_limit,
         seed=a.seed, data_dir=str(a.data_dir) if a.data_dir else None,
     )
-    prune_checkpoint(a.checkpoint, cfg, a.out, a.work_dir, resume=a.resume, max_stages=a.stop_after)
+    prune_checkpoint(a.checkpoint, cfg, a.out, a.work_dir, resume=a.resume, max_stages=a.stop_after,
+                     cost_cache=a.cost_cache)
     return 0

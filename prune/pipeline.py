@@ -11,11 +11,15 @@ import torch
 from bnnflow import checkpoint
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
+from bnnflow.files import atomic_write
 from models.nets import BinaryNet
 from prune import pfr, report
 from prune.finetune import finetune
 from prune.removal import physically_prune
 from prune.schedule import Pruner, PruneConfig, distillation_loss
+
+
+FIT_REPORT = "fit.md"
 
 
 def default_work_dir(out: Path) -> Path:
@@ -78,6 +82,8 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
         "history": history,
         "wall_time_s": round(wall, 1),
     }
+    if pruner.cfg.allocation == "fit":
+        info["fit"] = check_fit(pruned, history, pruner.cfg, log)
     meta = {"accuracy": acc, "n": len(pruner.test_split), "pruning": info,
             "train": pruner.source_meta.get("train"), "wall_time_s": round(wall, 1)}
     checkpoint.save(pruned, meta, out)
@@ -86,22 +92,64 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
                "accuracy": acc, "n": len(pruner.test_split), "widths": list(pruned.widths),
                "wall_time_s": wall, "pruning": info}
     paths = report.write(summary, pruner.work_dir)
+    if "fit" in info:
+        atomic_write(pruner.work_dir / FIT_REPORT, fit_markdown(info["fit"]))
     log(f"{net.arch} {pruner.cfg.method}: PFR {info['pfr']:.4f}, accuracy {acc:.4f} "
         f"(unpruned {source_acc:.4f}) on {len(pruner.test_split)} images -> {out}; report {paths['md']}")
     return summary
 
 
+def check_fit(pruned: BinaryNet, history: list[dict[str, Any]], cfg: PruneConfig,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """The allocate stage's prediction for ``--fit`` next to FINN's estimates of the pruned network
+    itself (its real weights, ``bnnflow build``'s flow up to the estimate reports), and whether
+    those honour the budget."""
+    from build_flows.cost import finn_estimates
+
+    fit = dict(next(row["fit"] for row in history if row["label"] == "allocate all"))
+    reports = finn_estimates(pruned, cfg.fit_board, cfg.fit_fps, cfg.clock_ns)
+    built = {k: float(v) for k, v in reports["estimate_layer_resources"]["total"].items()}
+    fps = float(reports["estimate_network_performance"]["estimated_throughput_fps"])
+    over = [r for r, limit in fit["limits"].items() if built[r] > limit]
+    in_range = all(fit["predicted"][r] <= built[r] <= fit["predicted_upper"][r] for r in fit["limits"])
+    fit.update(built=built, built_fps=fps, within_budget=not over, within_prediction=in_range)
+    log(f"FINN on the pruned network: LUT {built['LUT']:,.0f}, BRAM18 {built['BRAM_18K']:,.0f}, {fps:,.0f} FPS "
+        f"(predicted LUT {fit['predicted']['LUT']:,.0f}-{fit['predicted_upper']['LUT']:,.0f}, BRAM18 "
+        f"{fit['predicted']['BRAM_18K']:,.0f}-{fit['predicted_upper']['BRAM_18K']:,.0f}); "
+        + (f"over the budget in {', '.join(over)}" if over else "within the budget"))
+    return fit
+
+
+def fit_markdown(fit: dict[str, Any]) -> str:
+    """``WORK_DIR/fit.md``: budget, prediction and FINN's estimate of the pruned network, side by side."""
+    lines = [f"# Fit to {fit['board']} at {fit['target_fps']:g} FPS ({fit['clock_ns']:g} ns clock)", "",
+             f"- budget `{fit['budget'] or 'FINN utilisation limits'}`; widths {fit['widths']}; predicted loss "
+             f"increase {fit['predicted_loss']:.4f}; {fit['cost_probes']} FINN probe builds",
+             f"- FINN's estimate of the pruned network (its own weights) is "
+             f"{'within' if fit['within_budget'] else '**over**'} the budget and "
+             f"{'within' if fit['within_prediction'] else '**outside**'} the predicted range (balanced weights "
+             "to one-sided columns, see build_flows/cost.py)", "",
+             "| | limit | predicted | FINN, pruned network | unpruned |", "|---|---:|---:|---:|---:|"]
+    for r in fit["limits"]:
+        lines.append(f"| {r} | {fit['limits'][r]:,.0f} | {fit['predicted'][r]:,.0f}-{fit['predicted_upper'][r]:,.0f} "
+                     f"| {fit['built'][r]:,.0f} | {fit['unpruned'][r]:,.0f} |")
+    lines.append(f"| FPS | {fit['target_fps']:,.0f} | {fit['predicted_fps']:,.0f} | {fit['built_fps']:,.0f} | "
+                 f"{fit['unpruned_fps']:,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_dir: Path | str | None = None,
                      resume: bool = False, max_stages: int | None = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any] | None:
+                     log: Callable[[str], None] = print, cost_cache: Path | str | None = None) -> dict[str, Any] | None:
     """Prune the checkpoint ``ckpt``; returns the run summary, or None if stopped after ``max_stages``
-    stages (fine-tune epochs count as stages here)."""
+    stages (fine-tune epochs count as stages here). ``cost_cache``: the FINN cost model's folder of
+    probed layer graphs for ``--fit`` (default ``WORK_DIR/finn_cost``; any run may share one)."""
     cfg.validate()
     out = Path(out)
     if out.suffix != ".pt":
         raise BnnflowError(f"--out {out}: give a .pt file name for the pruned checkpoint")
     source = checkpoint.read_raw(ckpt)
-    pruner = Pruner(source, cfg, work_dir if work_dir is not None else default_work_dir(out), log)
+    pruner = Pruner(source, cfg, work_dir if work_dir is not None else default_work_dir(out), log, cost_cache)
     if resume:
         if not pruner.resume():
             log(f"no {pruner.state_path} yet: starting from the first stage")

@@ -20,7 +20,11 @@ Stages, for the learned method (``subsidiary``) and the layer-wise baselines
 With ``--allocation learned`` or ``learned-mac`` (any method) an ``allocate`` stage comes first:
 the subsidiary component probes every layer and decides how many filters each
 keeps at the global target (:mod:`prune.allocation`); otherwise every layer
-keeps the same share (:func:`prune.pfr.kept_counts`).
+keeps the same share (:func:`prune.pfr.kept_counts`). With ``--fit BOARD
+--target-fps F`` (allocation ``fit``) there is no PFR target: the allocate
+stage first checks with FINN's cost model (:mod:`build_flows.cost`) that the
+budget can be met, then probes the layers and keeps the counts of least
+predicted loss whose FINN estimate fits the budget at F FPS.
 
 ``msf-cascade`` selects every layer by L1 norm at once (``select all``) and
 then retrains all prunable layers upward in as many stages as the layer-wise
@@ -55,7 +59,7 @@ from prune.gates import GateSet
 from prune.topology import unit_at
 
 METHODS = ("subsidiary", "msf-layerwise", "msf-cascade", "random")
-ALLOCATIONS = ("uniform", "learned", "learned-mac")
+ALLOCATIONS = ("uniform", "learned", "learned-mac", "fit")
 PROBE_SAMPLES = 1000  # training images on which the allocation probe measures the loss
 STATE_FORMAT = "bnnflow-prune-state"
 
@@ -65,7 +69,7 @@ class PruneConfig:
     """Everything that defines a pruning run; stored in the pruned checkpoint's metadata."""
 
     method: str
-    target_pfr: float | dict[str, float]
+    target_pfr: float | dict[str, float] | None  # None with allocation "fit" (the budget decides)
     granularity: int = 1
     stage_samples: int | None = 10000  # training samples per stage (a fresh random subset each)
     sub_epochs: int = 1  # passes over the stage samples in a subsidiary step
@@ -78,6 +82,10 @@ class PruneConfig:
     sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
     gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
     allocation: str = "uniform"  # per-layer counts of a global target: one of ALLOCATIONS (prune.allocation)
+    fit_board: str | None = None  # allocation "fit": the board whose budget the pruned design must meet
+    fit_fps: float | None = None  # ... at this target FPS
+    fit_budget: str | None = None  # ... within lut=X,bram=Y (None: FINN's utilisation limits of the board)
+    clock_ns: float = 10.0  # ... at this clock period
     finetune_epochs: int = 0  # full passes of whole-network fine-tuning after removal (prune.finetune)
     finetune_lr: float = 1e-3  # its starting learning rate (cosine to 0)
     holdout: int = 0  # last N training images: never trained on; the fine-tune keeps its best epoch on them
@@ -90,9 +98,11 @@ class PruneConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise BnnflowError(f"unknown pruning method {self.method!r}: choose one of {', '.join(METHODS)}")
-        self.target_pfr = pfr.parse_target(self.target_pfr)
         if self.allocation not in ALLOCATIONS:
             raise BnnflowError(f"unknown --allocation {self.allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+        self._validate_fit()
+        if self.target_pfr is not None:
+            self.target_pfr = pfr.parse_target(self.target_pfr)
         if self.allocation != "uniform" and isinstance(self.target_pfr, dict):
             raise BnnflowError(f"--allocation {self.allocation} distributes one global --target-pfr over the "
                                "layers; per-layer targets already fix the counts")
@@ -106,6 +116,28 @@ class PruneConfig:
         if self.holdout < 0 or (self.holdout and not self.finetune_epochs):
             raise BnnflowError(f"--holdout {self.holdout}: give a positive number of training images, "
                                "together with --finetune-epochs (it picks the fine-tune's best epoch)")
+
+    def _validate_fit(self) -> None:
+        """``--fit BOARD --target-fps F [--budget ...]`` replaces ``--target-pfr``; nothing else mixes."""
+        from build_flows.boards import BOARDS
+
+        if self.allocation != "fit":
+            if self.fit_board is not None or self.fit_fps is not None or self.fit_budget is not None:
+                raise BnnflowError("--target-fps and --budget go with --fit BOARD")
+            if self.target_pfr is None:
+                raise BnnflowError("give --target-pfr P (or --fit BOARD --target-fps F)")
+            return
+        if self.fit_board is None:
+            raise BnnflowError("allocation 'fit' is set by --fit BOARD --target-fps F")
+        if self.target_pfr is not None:
+            raise BnnflowError("--fit chooses the kept counts from the budget; drop --target-pfr")
+        if self.fit_board not in BOARDS:
+            raise BnnflowError(f"--fit {self.fit_board!r}: choose one of {', '.join(BOARDS)}")
+        if self.fit_fps is None or not self.fit_fps > 0:
+            raise BnnflowError(f"--fit {self.fit_board} needs a positive --target-fps F, got {self.fit_fps}")
+        if not self.clock_ns > 0:
+            raise BnnflowError(f"--clock-ns must be positive, got {self.clock_ns}")
+        allocation.parse_budget(self.fit_budget)
 
 
 def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
@@ -181,9 +213,11 @@ class Pruner:
     """One pruning run of ``source`` (an unpruned or pruned checkpoint dict)."""
 
     def __init__(self, source: dict[str, Any], cfg: PruneConfig, work_dir: Path | str,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, cost_cache: Path | str | None = None) -> None:
         cfg.validate()
         self.cfg, self.work_dir, self.log = cfg, Path(work_dir), log
+        #: where FINN's cost model keeps its probed layer graphs (allocation "fit")
+        self.cost_cache = Path(cost_cache) if cost_cache is not None else self.work_dir / "finn_cost"
         self.source = source
         self.teacher, self.source_meta = checkpoint.from_dict(source, "source checkpoint")
         for p in self.teacher.parameters():
@@ -193,7 +227,12 @@ class Pruner:
         self.names = [layer.name for layer, _ in self.gates]
         widths = {layer.name: self.net.widths[layer.width_index] for layer, _ in self.gates}
         self.original = widths
-        self.targets = pfr.kept_counts(widths, cfg.target_pfr, cfg.granularity)
+        if cfg.allocation == "fit":
+            from build_flows.cost import chain_arch
+
+            chain_arch(self.net.arch)  # refuse a network the cost model cannot cost before any work
+        # with "fit", every layer whole (at the granularity) until the allocate stage decides
+        self.targets = pfr.kept_counts(widths, 0.0 if cfg.target_pfr is None else cfg.target_pfr, cfg.granularity)
         self.stages = stages(cfg.method, len(self.names), cfg.allocation)
         self.done, self.history, self.wall = 0, [], 0.0
         dataset = self.net.dataset
@@ -307,8 +346,10 @@ class Pruner:
 
     def _allocate(self, stage_no: int) -> dict[str, Any]:
         """Learned allocation (:mod:`prune.allocation`): rank each layer's filters by its trained
-        gates, measure the loss of keeping the top k, and share the kept total by those curves."""
+        gates, measure the loss of keeping the top k, and share the kept total by those curves
+        (``fit``: choose the counts within the budget by them)."""
         G = self.cfg.granularity
+        fit = self._fit_model() if self.cfg.allocation == "fit" else None  # an unreachable budget: refused now
         probe = _random_subset(self.train_split, PROBE_SAMPLES, self.cfg.seed * 7919 + 104723)
         with torch.no_grad():
             self.teacher.eval()
@@ -317,14 +358,17 @@ class Pruner:
         for i, (layer, gate) in enumerate(self.gates):
             n = self.original[layer.name]
             counts = allocation.probe_counts(n, G)
-            if len(counts) > 1:
-                self._train_gates(i, min(self.targets[layer.name], counts[-2]), stage_no * 1000 + i)
+            if len(counts) > 1:  # gate budget: the uniform count, or with "fit" the middle of the grid
+                budget = counts[len(counts) // 2] if fit else min(self.targets[layer.name], counts[-2])
+                self._train_gates(i, budget, stage_no * 1000 + i)
             ranking = gate.m.detach().clone()
             curves[layer.name] = {}
             for k in counts:
                 gate.fix(baselines.top_k_mask(ranking, k))
                 curves[layer.name][k] = self._probe_loss(probe, teacher_logits)
             gate.reset(self.cfg.gate_init)
+        if fit is not None:
+            return self._allocate_fit(curves, *fit)
         uniform = dict(self.targets)
         costs = allocation.unit_costs(self.net, self.gates.layers)
         limit = allocation.total_macs(costs, uniform)
@@ -341,6 +385,51 @@ class Pruner:
         return {"targets": dict(self.targets), "uniform_targets": uniform,
                 "macs": allocation.total_macs(costs, self.targets), "uniform_macs": limit,
                 "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()}}
+
+    @property
+    def _width_index(self) -> dict[str, int]:
+        return {layer.name: layer.width_index for layer in self.gates.layers}
+
+    def _fit_model(self) -> tuple[Any, dict[str, float], dict[str, Any]]:
+        """Allocation "fit", before the probe: FINN's estimate reports of the source network, and
+        the cost model with every layer shape of the search probed and the budget's limits, checked
+        to be reachable (:func:`prune.allocation.fit_cost_model`)."""
+        from build_flows.cost import finn_estimates
+
+        cfg = self.cfg
+        unpruned = finn_estimates(self.teacher, cfg.fit_board, cfg.fit_fps, cfg.clock_ns)
+        cm, limits = allocation.fit_cost_model(
+            self.net.arch, self.net.widths, self.names, self._width_index, cfg.granularity, cfg.fit_board,
+            cfg.fit_fps, cfg.clock_ns, cfg.fit_budget, unpruned["estimate_layer_resources"]["total"],
+            self.cost_cache, self.log)
+        return cm, limits, unpruned
+
+    def _allocate_fit(self, curves: dict[str, dict[int, float]], cm: Any, limits: dict[str, float],
+                      unpruned: dict[str, Any]) -> dict[str, Any]:
+        """Allocation "fit": the counts of least predicted loss within the budget (exact search over
+        the probed grid, :func:`prune.allocation.fit_allocation`), recorded with FINN's predicted
+        figures, the unpruned network's (``unpruned``: its FINN reports) and, for comparison, the
+        uniform split at the same PFR."""
+        res = allocation.fit_allocation(curves, self.net.widths, self._width_index, self.cfg.granularity, cm, limits)
+        self.targets = dict(res.kept)
+        uniform = pfr.kept_counts(self.original, pfr.pfr(self.original, res.kept), self.cfg.granularity)
+        costs = allocation.unit_costs(self.net, self.gates.layers)
+        pred, full = res.predicted, unpruned["estimate_layer_resources"]["total"]
+        self.log(f"fit {self.cfg.fit_board} at {self.cfg.fit_fps:g} FPS: kept " + ", ".join(
+            f"{k} {v}" for k, v in res.kept.items()) + f"; FINN predicts LUT {pred.totals['LUT']:,.0f}-"
+            f"{res.upper['LUT']:,.0f} <= {limits['LUT']:,.0f}, BRAM18 {pred.totals['BRAM_18K']:,.0f}-"
+            f"{res.upper['BRAM_18K']:,.0f} <= {limits['BRAM_18K']:,.0f} (unpruned {full['LUT']:,.0f} / "
+            f"{full['BRAM_18K']:,.0f})")
+        return {"targets": dict(res.kept), "uniform_targets": uniform,
+                "macs": allocation.total_macs(costs, res.kept), "uniform_macs": allocation.total_macs(costs, uniform),
+                "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()},
+                "fit": {"board": self.cfg.fit_board, "target_fps": self.cfg.fit_fps, "clock_ns": self.cfg.clock_ns,
+                        "budget": self.cfg.fit_budget, "limits": limits, "predicted_loss": res.loss,
+                        "widths": res.widths, "candidates": res.candidates, "cost_probes": res.probes,
+                        "predicted": pred.totals, "predicted_upper": res.upper, "predicted_fps": pred.estimated_fps,
+                        "predicted_layers": {r: pred.layer_totals(r) for r in ("LUT", "BRAM_18K")},
+                        "unpruned": {k: float(v) for k, v in full.items()},
+                        "unpruned_fps": unpruned["estimate_network_performance"]["estimated_throughput_fps"]}}
 
     def _select_rule(self, layer_ids: list[int], stage_no: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.cfg.seed * 104729 + stage_no)
