@@ -19,6 +19,7 @@ Only ``exact``, ``refused`` and ``too-large`` are acceptable.
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,12 +150,13 @@ def run_case(seed: int, workdir: Path, data_dir: Path | None = None) -> CaseResu
 
 
 def summarize(results: list[CaseResult]) -> dict[str, Any]:
-    """Counts per outcome and the distinct refusal reasons with their counts."""
+    """Counts per outcome and the refusal reasons (numbers in them as N) with their counts."""
     counts: dict[str, int] = {}
     reasons: dict[str, int] = {}
     for r in results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
         if r.outcome == "refused":
-            key = r.detail.split("not supported:", 1)[-1].strip().split(";")[0]
+            # one reason per kind: the shapes and sizes in the message are replaced by N
+            key = re.sub(r"\d+", "N", r.detail.split("not supported:", 1)[-1].strip().split(";")[0])
             reasons[key] = reasons.get(key, 0) + 1
     return {"cases": len(results), "outcomes": counts, "refusals": reasons}
