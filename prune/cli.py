@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bnnflow import validate as v
 from bnnflow.cli import command
 
 
@@ -18,12 +19,12 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fit", default=None, metavar="BOARD",
                    help="instead of a PFR: keep the per-layer counts of least probed loss whose FINN estimate "
                         "fits BOARD's budget at --target-fps (Pynq-Z1, Pynq-Z2)")
-    p.add_argument("--target-fps", type=float, default=None, metavar="F", help="with --fit: the frame rate")
+    p.add_argument("--target-fps", type=v.arg_float(0, lo_open=True), default=None, metavar="F", help="with --fit: the frame rate")
     p.add_argument("--budget", default=None, metavar="lut=X,bram=Y",
                    help="with --fit: X, Y fractions of the board (0.6) or multiples of the unpruned network's "
                         "FINN estimate at F (0.5x); default FINN's utilisation limits (70%% of the LUTs, "
                         "80%% of the BRAM18)")
-    p.add_argument("--clock-ns", type=float, default=10.0, help="with --fit: clock period of the design")
+    p.add_argument("--clock-ns", type=v.arg_float(0, lo_open=True), default=10.0, help="with --fit: clock period of the design")
     p.add_argument("--cost-cache", type=Path, default=None,
                    help="with --fit: folder of the FINN layer graphs the cost model probes, shareable between "
                         "runs (default: WORK_DIR/finn_cost)")
@@ -31,32 +32,32 @@ def _opts(p: argparse.ArgumentParser) -> None:
                    help="per-layer counts of a global target: uniform (same share everywhere), learned "
                         "(probed by the subsidiary component, same PFR) or learned-mac (same PFR and at "
                         "most the uniform split's MACs per frame)")
-    p.add_argument("--granularity", type=int, default=1,
+    p.add_argument("--granularity", type=v.arg_int(1), default=1,
                    help="every kept filter count is a multiple of this (FINN PE/SIMD)")
     p.add_argument("--out", type=Path, required=True, help="pruned checkpoint (.pt)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="stage checkpoints and report (default: OUT without .pt, plus .prune)")
     p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/state.pt")
-    p.add_argument("--stop-after", type=int, default=None, metavar="N",
+    p.add_argument("--stop-after", type=v.arg_int(1), default=None, metavar="N",
                    help="run at most N stages now (continue later with --resume)")
-    p.add_argument("--stage-samples", type=int, default=10000,
+    p.add_argument("--stage-samples", type=v.arg_int(0), default=10000,
                    help="training images per stage, a fresh random subset each (0: all)")
-    p.add_argument("--sub-epochs", type=int, default=1, help="passes per subsidiary (gate) step")
-    p.add_argument("--stage-epochs", type=int, default=1, help="passes per retraining step")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr-sub", type=float, default=1e-4, help="learning rate of the gate parameters")
-    p.add_argument("--lr-main", type=float, default=1e-3, help="learning rate of the retraining steps")
-    p.add_argument("--finetune-epochs", type=int, default=0,
+    p.add_argument("--sub-epochs", type=v.arg_int(1), default=1, help="passes per subsidiary (gate) step")
+    p.add_argument("--stage-epochs", type=v.arg_int(1), default=1, help="passes per retraining step")
+    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
+    p.add_argument("--lr-sub", type=v.arg_float(0, lo_open=True), default=1e-4, help="learning rate of the gate parameters")
+    p.add_argument("--lr-main", type=v.arg_float(0, lo_open=True), default=1e-3, help="learning rate of the retraining steps")
+    p.add_argument("--finetune-epochs", type=v.arg_int(0), default=0,
                    help="after removal, fine-tune the whole pruned network for N full epochs (0: off)")
-    p.add_argument("--finetune-lr", type=float, default=1e-3, help="starting learning rate of the fine-tune")
-    p.add_argument("--holdout", type=int, default=0, metavar="N",
+    p.add_argument("--finetune-lr", type=v.arg_float(0, lo_open=True), default=1e-3, help="starting learning rate of the fine-tune")
+    p.add_argument("--holdout", type=v.arg_int(0), default=0, metavar="N",
                    help="keep the last N training images out of every training step; the fine-tune then "
                         "ends with its best epoch on them instead of its last (0: off)")
-    p.add_argument("--kd-weight", type=float, default=1.0, help="distillation weight (0: off)")
-    p.add_argument("--kd-temp", type=float, default=4.0, help="distillation temperature")
-    p.add_argument("--sparsity", type=float, default=0.0, help="kept-filter penalty lambda (0: off)")
-    p.add_argument("--eval-limit", type=int, default=2000, help="test images for per-stage accuracy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kd-weight", type=v.arg_float(0), default=1.0, help="distillation weight (0: off)")
+    p.add_argument("--kd-temp", type=v.arg_float(0, lo_open=True), default=4.0, help="distillation temperature")
+    p.add_argument("--sparsity", type=v.arg_float(0), default=0.0, help="kept-filter penalty lambda (0: off)")
+    p.add_argument("--eval-limit", type=v.arg_int(1), default=2000, help="test images for per-stage accuracy")
+    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
     p.add_argument("--data-dir", type=Path, default=None)
 
 

@@ -11,7 +11,7 @@ import torch
 from bnnflow import checkpoint
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
-from bnnflow.files import atomic_write
+from bnnflow.files import atomic_write, check_output_file
 from models.nets import BinaryNet
 from prune import pfr, report
 from prune.finetune import finetune
@@ -148,6 +148,10 @@ def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_d
     out = Path(out)
     if out.suffix != ".pt":
         raise BnnflowError(f"--out {out}: give a .pt file name for the pruned checkpoint")
+    # Before any work: a run of hours must not end in an unwritable --out or overwrite its source.
+    check_output_file(out, "--out")
+    if out.exists() and Path(ckpt).exists() and out.samefile(ckpt):
+        raise BnnflowError(f"--out {out}: is the checkpoint being pruned; give another file name")
     source = checkpoint.read_raw(ckpt)
     pruner = Pruner(source, cfg, work_dir if work_dir is not None else default_work_dir(out), log, cost_cache)
     if resume:

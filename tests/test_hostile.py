@@ -548,3 +548,34 @@ def test_bad_sim_json_says_how_to_rewrite_it(tfc_build: Path, tmp_path: Path) ->
         make_report([d], tmp_path / "r")
     msg = str(err.value)
     assert str(d / "sim.json") in msg and "bnnflow sim" in msg and "rebuild" not in msg
+
+
+# ---------------------------------------------------------------- 11 and the prune parts of 8, 10
+def test_prune_out_equal_to_the_input_is_refused_before_any_work(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "tfc.pt"
+    shutil.copyfile(TFC, src)
+    before = src.read_bytes()
+    link = tmp_path / "same.pt"
+    link.symlink_to(src)
+    for out in (src, link):
+        _one_error(["prune", str(src), "--target-pfr", "0.5", "--out", str(out)], capsys,
+                   "is the checkpoint being pruned")
+    assert src.read_bytes() == before and not (tmp_path / "tfc_work").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--lr-main", "nan"], "--lr-main"), (["--kd-temp", "0"], "--kd-temp"), (["--batch-size", "0"], "--batch-size"),
+    (["--granularity", "-2"], "--granularity"), (["--seed", "-1"], "--seed"), (["--sparsity", "inf"], "--sparsity"),
+])
+def test_prune_numeric_options_are_checked(argv: list[str], fragment: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _one_error(["prune", str(TFC), "--target-pfr", "0.5", "--out", "/tmp/never.pt", *argv], capsys, fragment)
+
+
+def test_prune_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "x.pt"
+    folder.mkdir()
+    _one_error(["prune", str(TFC), "--target-pfr", "0.5", "--out", str(folder)], capsys, "is a folder")
+    assert list(tmp_path.iterdir()) == [folder]
