@@ -17,7 +17,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"- source: `{summary['source']}` (accuracy {summary['source_accuracy']:.4f} on {summary['n']} test images)",
         f"- output: `{summary['out']}`: accuracy **{summary['accuracy']:.4f}** on {summary['n']} test images",
-        f"- PFR achieved **{p['pfr']:.4f}** (target {p['target_pfr']}, granularity {p['granularity']}); "
+        f"- PFR achieved **{p['pfr']:.4f}** ({_target(p)}, granularity {p['granularity']}); "
         f"pruned {p['pruned_filters']} of {p['prunable_filters']} filters of the prunable layers",
         f"- widths {p['original_widths']} -> {summary['widths']}",
         f"- wall time {summary['wall_time_s']:.0f} s",
@@ -37,6 +37,15 @@ def markdown(summary: dict[str, Any]) -> str:
     if p["method"] in ("msf-layerwise", "msf-cascade", "random"):
         lines.insert(2, "_Baseline reconstructed from the paper's description (see prune/README.md)._\n")
     return "\n".join(lines)
+
+
+def _target(p: dict[str, Any]) -> str:
+    """What chose the counts: a PFR target, or a board budget (``--fit``, details in fit.md)."""
+    if "fit" in p:
+        f = p["fit"]
+        return (f"no PFR target: fit to {f['board']} at {f['target_fps']:g} FPS, budget "
+                f"`{f['budget'] or 'FINN utilisation limits'}`, see fit.md")
+    return f"target {p['target_pfr']}"
 
 
 def _allocation_lines(p: dict[str, Any]) -> list[str]:
