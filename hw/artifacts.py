@@ -84,15 +84,19 @@ def hex_fields(lines: list[str], n_fields: int, bits: int, signed: bool, source:
     return values
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        return path.read_text().split()
-    except OSError as exc:
-        raise BnnflowError(f"{path}: cannot read generated file ({exc}); re-run `bnnflow build`") from exc
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BnnflowError(f"{path}: cannot read generated file ({exc}); re-run `bnnflow build`") from None
+
+
+def _read_lines(path: Path) -> list[str]:
+    return _read_text(path).split()
 
 
 def _after_equals(path: Path) -> str:
-    text = path.read_text() if path.is_file() else ""
+    text = _read_text(path) if path.is_file() else ""
     if "=" not in text:
         raise BnnflowError(f"{path}: missing or not a FINN parameter header; re-run `bnnflow build`")
     return text.split("=", 1)[1]
@@ -203,13 +207,26 @@ def decode_layer(layer: Layer, code_dir: Path) -> dict[str, tuple[np.ndarray, Pa
 
 
 def _code_dir(layer: Layer, search_root: Path | None) -> Path:
+    """The layer's generated-code folder, inside ``search_root`` (the build folder) when given.
+
+    FINN records absolute paths; a copied or moved build folder must be checked
+    against its own files, never silently against the original's, so inside a
+    build folder the folder of that name is looked up there.
+    """
     d = Path(layer.code_dir) if layer.code_dir else None
-    if d is not None and d.is_dir():
-        return d
     if d is not None and search_root is not None:
-        hits = [p for p in search_root.rglob(d.name) if p.is_dir()]
+        root = search_root.resolve()
+        if d.is_dir() and d.resolve().is_relative_to(root):
+            return d
+        hits = [p for p in root.rglob(d.name) if p.is_dir()]
         if len(hits) == 1:
             return hits[0]
+        raise BnnflowError(
+            f"{layer.name}: generated code {d.name} not found inside {search_root} (the graph names {d}); "
+            "copy the whole build folder, or rebuild with `bnnflow build`"
+        )
+    if d is not None and d.is_dir():
+        return d
     raise BnnflowError(
         f"{layer.name}: generated code not found ({layer.code_dir or 'code generation did not run'}); "
         "build with code generation (`bnnflow build`) and keep its output folder"

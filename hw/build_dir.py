@@ -66,6 +66,19 @@ class BuildDir:
         return 10.0
 
 
+def _check_outputs(root: Path, manifest: Any, mpath: Path) -> None:
+    """Every graph bnnflow's manifest lists must be there: simulating an earlier step's graph, or
+    skipping the FINN check, because a file went missing would pass silently."""
+    outputs = manifest.get("outputs") if isinstance(manifest, dict) else None
+    if not isinstance(outputs, dict):
+        return
+    for key in ("final_graph", "hw_graph_before_specialization", "parent_graph"):
+        rel = outputs.get(key)
+        if isinstance(rel, str) and not (root / rel).is_file():
+            raise BnnflowError(f"{root / rel}: missing ({key} in {mpath.name}); the build folder is incomplete: "
+                               "rebuild it with `bnnflow build`")
+
+
 def open_build(path: Path | str) -> BuildDir:
     """Locate the graphs and reports of the build folder ``path``."""
     root = Path(path)
@@ -92,6 +105,7 @@ def open_build(path: Path | str) -> BuildDir:
             manifest = json.loads(mpath.read_text())
         except ValueError as exc:
             raise BnnflowError(f"{mpath}: not valid JSON ({exc}); rebuild with `bnnflow build`") from exc
+        _check_outputs(root, manifest, mpath)
     return BuildDir(
         root=root,
         accel=accel,

@@ -579,3 +579,29 @@ def test_prune_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path,
     folder.mkdir()
     _one_error(["prune", str(TFC), "--target-pfr", "0.5", "--out", str(folder)], capsys, "is a folder")
     assert list(tmp_path.iterdir()) == [folder]
+
+
+# ---------------------------------------------------------------- 6 and 7
+def test_copied_build_is_checked_against_its_own_files(tfc_build: Path, tmp_path: Path) -> None:
+    """A copy whose memblock.dat was altered is caught, although the graph names the original's files."""
+    from hw.run import load
+
+    copy = _copy_build(tfc_build, tmp_path / "copy")
+    assert not load(copy).mismatches
+    mem = sorted((copy / "codegen").rglob("memblock.dat"))[0]
+    lines = mem.read_text().splitlines()
+    lines[0] = ("1" if lines[0][0] != "1" else "2") + lines[0][1:]
+    mem.write_text("\n".join(lines) + "\n")
+    assert load(copy).mismatches, "the copy's altered weights went unnoticed"
+    shutil.rmtree(mem.parent)
+    with pytest.raises(BnnflowError, match="not found inside"):
+        load(copy)
+
+
+@pytest.mark.parametrize("graph", ["step_hw_codegen.onnx", "step_create_dataflow_partition.onnx",
+                                   "dataflow_parent.onnx"])
+def test_missing_graph_is_not_replaced_silently(tfc_build: Path, tmp_path: Path, graph: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    copy = _copy_build(tfc_build, tmp_path / "copy")
+    (copy / "intermediate_models" / graph).unlink()
+    _one_error(["sim", str(copy), "--limit", "5"], capsys, graph, "missing")
