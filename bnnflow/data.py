@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from bnnflow.errors import DataError
-from bnnflow.files import atomic_path, sha256_file
+from bnnflow.files import CACHE_ENV, atomic_path, cache_dir, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "BNNFLOW_DATA_DIR"
-CACHE_ENV = "BNNFLOW_CACHE_DIR"
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
     "dog", "frog", "horse", "ship", "truck",
@@ -75,12 +74,6 @@ def default_data_dir() -> Path:
         return Path(env)
     shared = REPO_ROOT.parent / "shared" / "data"
     return shared if shared.is_dir() else Path("data")
-
-
-def cache_dir() -> Path:
-    """Where decoded arrays are cached: ``$BNNFLOW_CACHE_DIR`` or ``~/.cache/bnnflow``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "bnnflow"
 
 
 def load(dataset: str, split: str, data_dir: Path | str | None = None) -> Split:

@@ -12,6 +12,16 @@ from typing import Iterator
 from bnnflow.errors import BnnflowError
 
 
+CACHE_ENV = "BNNFLOW_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where bnnflow caches what it can recompute (decoded data sets, compiled simulator kernels):
+    ``$BNNFLOW_CACHE_DIR`` or ``~/.cache/bnnflow``, never the installed package's own folder."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "bnnflow"
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file's contents, read in 1 MiB blocks (inputs can be large)."""
     h = hashlib.sha256()

@@ -29,10 +29,21 @@ runs the batch in parallel with ``prange``.
 
 from __future__ import annotations
 
+import os
+
+import numba.core.config
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+from bnnflow.files import cache_dir
+
+# Numba caches compiled kernels beside this file by default: a read-only install (a container run
+# as another user) could not, and a shared one would mix users. The cache goes to bnnflow's cache
+# folder instead, unless NUMBA_CACHE_DIR says where; set before the decorators below read it.
+if not os.environ.get("NUMBA_CACHE_DIR"):
+    numba.core.config.CACHE_DIR = str(cache_dir() / "numba")
 
 INT16_EXACT = 2**15 - 1
 FLOAT32_EXACT = 2**24

@@ -605,3 +605,17 @@ def test_missing_graph_is_not_replaced_silently(tfc_build: Path, tmp_path: Path,
     copy = _copy_build(tfc_build, tmp_path / "copy")
     (copy / "intermediate_models" / graph).unlink()
     _one_error(["sim", str(copy), "--limit", "5"], capsys, graph, "missing")
+
+
+# ---------------------------------------------------------------- 14: numba's cache
+def test_simulator_kernels_cache_outside_the_package(tmp_path: Path) -> None:
+    """Compiled kernels go to bnnflow's cache folder, not beside hw/kernels.py (a read-only install)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["BNNFLOW_CACHE_DIR"] = str(tmp_path / "cache")
+    code = ("import numpy as np, numba.core.config as c; from hw import kernels as k; "
+            "print(c.CACHE_DIR); "
+            "k.apply_lut(np.zeros((2, 3), np.int64), np.zeros((3, 4), np.int64), 0)")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[0] == str(tmp_path / "cache" / "numba")
+    assert any((tmp_path / "cache" / "numba").rglob("*.nbi")), "no kernel was cached there"
