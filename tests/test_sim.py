@@ -21,6 +21,7 @@ from helpers import save_random_net
 from bnnflow import data
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
+from conformance.run import compare_with_finn
 from hw import run, verify
 from hw.artifacts import load_artifacts
 from hw.build_dir import open_build
@@ -67,16 +68,9 @@ def _images(build_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray, str]:
 # ---------------------------------------------------------------- helpers
 def _check_intermediates(build_dir: Path, x: np.ndarray) -> int:
     """Every tensor the simulator and FINN both have must be identical; returns how many were compared."""
-    b = open_build(build_dir)
-    sim = Simulator(load_graph(b.accel, b.parent))
-    out, mine = sim.run(x, intermediates=True)
-    ref_out, ref = verify.finn_execute(b, x, intermediates=True)
-    common = sorted(set(mine) & set(ref))
-    for name in common:
-        got = mine[name].astype(np.float64).reshape(ref[name].shape)
-        assert np.array_equal(got, ref[name].astype(np.float64)), f"tensor {name} differs from FINN"
-    assert np.array_equal(out.reshape(ref_out.shape).astype(np.float64), ref_out)
-    return len(common)
+    n, diff = compare_with_finn(build_dir, x)
+    assert diff is None, diff
+    return n
 
 
 # ---------------------------------------------------------------- TFC
