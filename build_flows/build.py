@@ -13,7 +13,7 @@ PYNQ driver and deployment package). bnnflow adds what FINN does not do:
 * a budget check of FINN's estimates against the board, refusing or (with
   ``lower_to_fit``) lowering the target FPS;
 * XNOR accumulators sized for the popcount the hardware computes: FINN's two
-  bit-width steps run in :mod:`build_flows.finn_env`'s version (work-around 4),
+  bit-width steps run in :mod:`build_flows.steps`' version (work-around 4),
   FINN's transformations plus one that widens what FINN sizes too narrowly;
 * ``DIR/manifest.json``: input and hash, board, part, clock, steps with
   durations, tool versions, what was skipped and why;
@@ -65,6 +65,7 @@ from build_flows.fifo import DEFAULT_TIMEOUT_MIN, HARDWARE_STEP, FifoOptions, fi
 from build_flows.folding import check_folding, lowered_target, over_budget, read_folding, utilization
 from build_flows.handoff import HANDOFF_DIR, write_handoff
 from build_flows.inputs import BuildInput, prepare_input
+from build_flows.steps import STEP_REPLACEMENTS
 
 CODEGEN_DIR = "codegen"
 MODEL_FILE = "model.onnx"
@@ -130,7 +131,7 @@ class _Runner:
         self.log: list[str] = []
         self.bar = progress(range(n_steps), total=n_steps, desc="FINN build")
         #: bnnflow's versions of FINN steps, by FINN's step name
-        self.replaced: dict[str, Callable[..., Any]] = dict(finn_env.STEP_REPLACEMENTS)
+        self.replaced: dict[str, Callable[..., Any]] = dict(STEP_REPLACEMENTS)
         if fifo.timeout_min > 0:
             self.replaced[HARDWARE_STEP] = fifo.hardware_step()
         #: the function each step name runs

@@ -15,7 +15,7 @@ methods run on real HW nodes:
    export (:func:`build_flows.inputs.prepare_input`), the same
    ``DataflowBuildConfig`` (``build_flows.build._config``) and the same step
    functions (FINN's, with bnnflow's replacements from
-   :data:`build_flows.finn_env.STEP_REPLACEMENTS`).
+   :data:`build_flows.steps.STEP_REPLACEMENTS`).
 2. **Layer groups.** The HW graph of a chain network (TFC/SFC/LFC, CNV,
    VGG-11, NIN) is a chain of FINN nodes with one MVAU per binary layer and
    one for the classifier. It is cut after every MVAU: group g holds what
@@ -32,8 +32,8 @@ methods run on real HW nodes:
    whole graph: FINN's ``SetFolding`` for the target cycles per frame
    (its per-node choice depends on the node alone; the one cross-node rule,
    a max-pool's ``Pool`` setting the SIMD of the sliding window feeding it,
-   stays inside a group), bnnflow's :class:`~build_flows.finn_env.RaiseHlsMvauSimd`,
-   bnnflow's bit-width step (:func:`build_flows.finn_env.step_minimize_bit_width`),
+   stays inside a group), bnnflow's :class:`~build_flows.transforms.hls_mvau_simd.RaiseHlsMvauSimd`,
+   bnnflow's bit-width step (:func:`build_flows.steps.step_minimize_bit_width`),
    then FINN's ``res_estimation`` and ``exp_cycles_per_layer``, the analyses
    ``step_generate_estimate_reports`` writes. Cached per (group, target
    cycles, weight variant).
@@ -202,8 +202,9 @@ def _run_steps(model_file: Path, cfg: Any, last: str) -> Any:
     from qonnx.core.modelwrapper import ModelWrapper
 
     from build_flows import finn_env
+    from build_flows.steps import STEP_REPLACEMENTS
 
-    lookup = {**build_dataflow_step_lookup, **finn_env.STEP_REPLACEMENTS}
+    lookup = {**build_dataflow_step_lookup, **STEP_REPLACEMENTS}
     steps = list(cfg.steps)
     model = ModelWrapper(str(model_file))
     with finn_env.quiet_builder():
@@ -412,6 +413,8 @@ class CostModel:
         from qonnx.custom_op.registry import getCustomOp
 
         from build_flows import finn_env
+        from build_flows.steps import step_minimize_bit_width
+        from build_flows.transforms.hls_mvau_simd import RaiseHlsMvauSimd
 
         if one_sided:
             group = ModelWrapper(copy.deepcopy(group.model))
@@ -424,8 +427,8 @@ class CostModel:
             model = group.transform(SetFolding(cycles, mvau_wwidth_max=self.cfg.mvau_wwidth_max,
                                                two_pass_relaxation=False))
             folded = max(int(getCustomOp(n).get_exp_cycles()) for n in model.graph.node)
-            model = model.transform(finn_env.RaiseHlsMvauSimd())
-            model = finn_env.step_minimize_bit_width(model, self.cfg)
+            model = model.transform(RaiseHlsMvauSimd())
+            model = step_minimize_bit_width(model, self.cfg)
             res = res_estimation(model, self.cfg._resolve_fpga_part())
             cyc = exp_cycles_per_layer(model)
         nodes = []

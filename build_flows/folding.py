@@ -139,7 +139,7 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
     """
     from qonnx.custom_op.registry import getCustomOp
 
-    from build_flows.finn_env import HLS_MVAU_MAX_SF, hls_simd_fits, min_hls_simd
+    from build_flows.transforms.hls_mvau_simd import HLS_MVAU_MAX_SF, hls_simd_fits, min_hls_simd
 
     nodes = {n.name: n for n in graph.graph.node}
     unknown = [k for k in cfg if k != "Defaults" and k not in nodes]

@@ -197,7 +197,7 @@ class BinaryBasicBlock(nn.Module):
     shape changes, a strided 1x1 binary conv with BatchNorm and a sign
     **(our choice, for FINN)**: with a +-1 shortcut every block's output is
     ``[popcount + E * shortcut_bit >= W]`` per channel, an exact integer
-    form FINN streams (see build_flows/residual.py); a real-valued shortcut
+    form FINN streams (see build_flows/transforms/residual.py); a real-valued shortcut
     would need a second per-channel scale in the sum.
     """
 

@@ -32,7 +32,7 @@ from bnnflow import checkpoint, cli
 from bnnflow.errors import BnnflowError, NotSupported
 from build_flows.build import build
 from build_flows.cost import CostModel
-from build_flows.finn_env import popcount_datatype
+from build_flows.transforms.widen_xnor_accumulators import popcount_datatype
 from prune import allocation
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,6 +27,7 @@ import pytest
 from bnnflow.errors import BnnflowError
 from build_flows import doctor, fifo, finn_env, handoff
 from build_flows.build import build, step_lists
+from build_flows.steps import STEP_REPLACEMENTS
 
 REPO = Path(__file__).resolve().parent.parent
 TFC_CKPT = REPO / "models" / "zoo" / "tfc_w1a1.pt"
@@ -304,7 +305,7 @@ def test_handoff_loads_and_resolves(tfc: Path, tmp_path: Path) -> None:
     ran = [s["name"] for s in m["steps"]]
     assert [s["name"] for s in record["steps_run"]] == ran and record["steps_to_run"] == vivado_steps
     replaced = {s["name"]: s["function"] for s in record["steps_run"] if s["replaces_finn_step"]}
-    assert replaced == {n: f"build_flows.finn_env.{fn.__name__}" for n, fn in finn_env.STEP_REPLACEMENTS.items()
+    assert replaced == {n: f"build_flows.steps.{fn.__name__}" for n, fn in STEP_REPLACEMENTS.items()
                         if n in ran}
     # FINN's own builder continues from there (the steps before HLS IP generation need no Vivado)
     cfg.stop_step = "step_assign_ddr_weight_offsets"

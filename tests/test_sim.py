@@ -324,7 +324,7 @@ def resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_residual_block_constants_are_exact() -> None:
     """[a (2 pc - K) + b + s >= t] == [pc + E sb >= W] for every pc in [0, K] and s = +-1."""
-    from build_flows.residual import block_constants
+    from build_flows.transforms.residual import block_constants
 
     rng = np.random.default_rng(0)
     k = 27

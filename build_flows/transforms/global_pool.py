@@ -57,7 +57,7 @@ class ReduceMeanToGlobalAveragePool(Transformation):
                 continue
             keep = get_by_name(node.attribute, "keepdims")
             keepdims = keep is None or keep.i != 0
-            index = list(graph.node).index(node)
+            index = model.get_node_index(node)
             pooled = node.output[0] if keepdims else model.make_new_valueinfo_name()
             gap = helper.make_node("GlobalAveragePool", [node.input[0]], [pooled], name=f"{node.name}_gap")
             graph.node.insert(index, gap)
@@ -106,7 +106,7 @@ class LowerGlobalAveragePoolBeforeTopK(Transformation):
                 helper.make_node("Reshape", [windows, shape_init], [grouped], name=f"{gap.name}_group"),
                 helper.make_node("ReduceSum", [grouped, axes_init], [summed], keepdims=0, name=f"{gap.name}_sum"),
             ]
-            index = list(graph.node).index(trans)
+            index = model.get_node_index(trans)
             for k, node in enumerate(nodes):
                 graph.node.insert(index + k, node)
             for node in (trans, gap, flat):

@@ -41,7 +41,8 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
-from build_flows.bipolar_padding import integer_type
+from build_flows.transforms.bipolar_padding import integer_type
+from build_flows.transforms.order import require_xnor_converted
 
 
 def _is_bipolar_threshold(model: ModelWrapper, node) -> bool:
@@ -59,6 +60,13 @@ def _copy_threshold(node, output: str, name: str):
 
 
 def _bn_affine(model: ModelWrapper, bn) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNorm as ``a * x + b``, in float64 (qonnx's ``BatchNormToAffine`` formula).
+
+    Not ``BatchNormToAffine`` itself: that is a graph rewrite (every BatchNorm
+    node into ``Mul``/``Add`` with float32 constants), while
+    :func:`block_constants` needs ``a`` and ``b`` of this one node as numbers,
+    in the precision its ``ceil`` bounds are exact in.
+    """
     gamma, beta, mean, var = (model.get_initializer(i).astype(np.float64) for i in bn.input[1:5])
     eps_attr = get_by_name(bn.attribute, "epsilon")
     eps = eps_attr.f if eps_attr is not None else 1e-5
@@ -133,9 +141,9 @@ class BinaryResidualToPopcountSum(Transformation):
             inst.set_nodeattr("out_scale", 1.0)
             inst.set_nodeattr("out_bias", 0.0)
             if bit_node is not mt_s:  # insert after setting: the graph holds a copy of the proto
-                graph.node.insert(list(graph.node).index(mt_s) + 1, bit_node)
+                graph.node.insert(model.get_node_index(mt_s) + 1, bit_node)
             shifted, popcount, scaled = (model.make_new_valueinfo_name() for _ in range(3))
-            index = list(graph.node).index(bn)
+            index = model.get_node_index(bn)
             graph.node.remove(bn)
             float32 = DataType["FLOAT32"]
             e_const = const(e, (1, channels, 1, 1), integer_type(int(e.min()), int(e.max())))
@@ -170,7 +178,7 @@ class SplitBipolarThresholdForks(Transformation):
             consumers = model.find_consumers(node.output[0]) or []
             if not _is_bipolar_threshold(model, node) or len(consumers) < 2:
                 continue
-            index = list(graph.node).index(node)
+            index = model.get_node_index(node)
             for k, consumer in enumerate(consumers[1:], start=1):
                 out = model.make_new_valueinfo_name()
                 graph.node.insert(index + k, _copy_threshold(node, out, f"{node.name}_fork{k}"))
@@ -185,9 +193,14 @@ class SplitBipolarThresholdForks(Transformation):
 
 class MergeTwinThresholds(Transformation):
     """Two ``MultiThreshold`` nodes with the same input, thresholds and attributes: the second's
-    consumers read the first (FINN's XNOR conversion makes the shortcut's copy a twin)."""
+    consumers read the first (FINN's XNOR conversion makes the shortcut's copy a twin).
+
+    Only after the XNOR conversion (checked): before it, merging would undo
+    :class:`SplitBipolarThresholdForks` and the conversion would fail again.
+    """
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        require_xnor_converted(model, type(self).__name__)
         seen: dict[tuple, object] = {}
         for node in model.graph.node:
             if node.op_type != "MultiThreshold":
@@ -227,7 +240,7 @@ class ResidualJoinToNHWC(Transformation):
             if add.op_type != "Add" or any(model.get_initializer(i) is not None for i in add.input):
                 continue
             producers = [model.find_producer(i) for i in add.input]
-            kinds = [p.op_type if p is not None else None for p in producers]
+            kinds = [p.op_type if p is not None else "" for p in producers]  # "": a graph input
             if sorted(kinds) != ["Mul", "Transpose"]:
                 continue
             trans, mul = (producers[0], producers[1]) if kinds[0] == "Transpose" else (producers[1], producers[0])
@@ -245,7 +258,7 @@ class ResidualJoinToNHWC(Transformation):
             bit_nhwc, sum_nhwc, out_nhwc = (model.make_new_valueinfo_name() for _ in range(3))
             to_nhwc = helper.make_node("Transpose", [mul.input[0]], [bit_nhwc], perm=[0, 2, 3, 1],
                                        name=f"{mul.name}_nhwc")
-            graph.node.insert(list(graph.node).index(mul), to_nhwc)
+            graph.node.insert(model.get_node_index(mul), to_nhwc)
             mul.input[0], mul.input[1] = bit_nhwc, new_e
             add.input[list(add.input).index(trans.output[0])] = trans.input[0]
             if not model.find_consumers(trans.output[0]):
@@ -254,7 +267,7 @@ class ResidualJoinToNHWC(Transformation):
             add.output[0], mt.input[0], mt.output[0] = sum_nhwc, sum_nhwc, out_nhwc
             getCustomOp(mt).set_nodeattr("data_layout", "NHWC")
             back = helper.make_node("Transpose", [out_nhwc], [old_out], perm=[0, 3, 1, 2], name=f"{mt.name}_nchw")
-            graph.node.insert(list(graph.node).index(mt) + 1, back)
+            graph.node.insert(model.get_node_index(mt) + 1, back)
             for t in (mul.output[0], sum_nhwc, out_nhwc):
                 model.set_tensor_shape(t, None)
             model = model.transform(InferShapes())

@@ -17,7 +17,7 @@ zeros, and three of its transformations go wrong on a nonzero pad value:
   ``step_convert_to_hw`` fails.
 
 The transformations here, in qonnx's ``Transformation`` form, keep every
-step exact; bnnflow's ``step_streamline`` (see :mod:`build_flows.finn_env`)
+step exact; bnnflow's ``step_streamline`` (see :mod:`build_flows.steps`)
 runs them around FINN's own:
 
 1. :class:`MoveScalarLinearPastPad` (before FINN's ``Streamline``): a scalar
@@ -31,12 +31,17 @@ runs them around FINN's own:
    layer this pads the UINT8 threshold count with 0, pixel value 0.
 3. :class:`AbsorbPadIntoIm2Col` (after ``LowerConvsToMatMul``): the ``Pad``
    becomes the ``Im2Col``'s own ``pad_amount``/``pad_value``, which FINN's
-   ``InferConvInpGen`` turns into ``FMPadding`` + sliding window.
+   ``InferConvInpGen`` turns into ``FMPadding`` + sliding window. It checks
+   that no ``Pad`` still feeds a ``Conv`` (else it would find nothing and the
+   pad would be refused later).
 4. :class:`BipolarPadToBinary` (after the XNOR conversion): an ``Im2Col`` of
    BINARY input pads with the bit of the bipolar value, 0 for -1: the zeros
-   ``FMPadding`` inserts are exactly the -1 padding of the bipolar net.
+   ``FMPadding`` inserts are exactly the -1 padding of the bipolar net. It
+   checks that the XNOR conversion has run (before it, the input is still
+   BIPOLAR and the pass would silently do nothing).
 
-:func:`check_padding` refuses, in one line naming the node, any padding the
+:func:`check_padding` refuses (:class:`~build_flows.transforms.errors.UnsupportedGraph`),
+in one line naming the node, any padding the
 four could not bring into a form FINN builds correctly, and
 :func:`refuse_zero_padded_bipolar` a conv that zero-pads bipolar activations
 (a user's net with ``padding=1`` on 1-bit activations): 0 is not a bipolar
@@ -55,7 +60,8 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
-from bnnflow.errors import NotSupported
+from build_flows.transforms.errors import UnsupportedGraph
+from build_flows.transforms.order import require_convs_lowered, require_xnor_converted
 
 
 def _constant_pad(model: ModelWrapper, node) -> tuple[np.ndarray, float] | None:
@@ -115,7 +121,7 @@ class MoveScalarLinearPastPad(Transformation):
             pad.input[0], pad.output[0] = x, t
             node.input[0], node.output[0] = t, y
             graph.node.remove(pad)
-            graph.node.insert(list(graph.node).index(node), pad)
+            graph.node.insert(model.get_node_index(node), pad)
             model.set_tensor_shape(t, None)
             model = model.transform(InferShapes())
             model = model.transform(InferDataTypes())
@@ -161,7 +167,7 @@ class ZeroPadThresholdOutput(Transformation):
             model.set_initializer(const, np.asarray(value, dtype=np.float32))
             add = helper.make_node("Add", [shifted, const], [pad.output[0]], name=f"{pad.name}_unshift")
             pad.output[0] = shifted
-            graph.node.insert(list(graph.node).index(pad) + 1, add)
+            graph.node.insert(model.get_node_index(pad) + 1, add)
             model = model.transform(InferShapes())
             model = model.transform(InferDataTypes())
             return model, True
@@ -173,6 +179,7 @@ class AbsorbPadIntoIm2Col(Transformation):
     becomes ``Transpose`` -> ``Im2Col`` with that ``pad_amount`` and ``pad_value``."""
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        require_convs_lowered(model, type(self).__name__)
         graph = model.graph
         for pad in graph.node:
             info = _constant_pad(model, pad)
@@ -206,6 +213,7 @@ class BipolarPadToBinary(Transformation):
     """``Im2Col`` on BINARY input padding with a bipolar value: pad with its bit (-1 -> 0, +1 -> 1)."""
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        require_xnor_converted(model, type(self).__name__)
         for node in model.graph.node:
             if node.op_type != "Im2Col" or model.get_tensor_datatype(node.input[0]) != DataType["BINARY"]:
                 continue
@@ -227,7 +235,7 @@ def refuse_zero_padded_bipolar(model: ModelWrapper) -> None:
                 any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") == 0:
             k = "x".join(str(v) for v in inst.get_nodeattr("kernel_size"))
             _, h, w, c = model.get_tensor_shape(node.input[0])
-            raise NotSupported(
+            raise UnsupportedGraph(
                 f"the {k} convolution on the {h}x{w}x{c} binary feature map zero-pads 1-bit (bipolar) "
                 "activations; 0 is not a binary value, and FINN's XNOR layers would pad with -1 instead. "
                 "Pad binary activations with -1 (models.layers.BinaryPad, nn.ConstantPad2d(p, -1.0)) or "
@@ -241,13 +249,13 @@ def check_padding(model: ModelWrapper) -> None:
         convs += node.op_type == "Im2Col"
         if node.op_type == "Pad":
             info = _constant_pad(model, node)
-            raise NotSupported(
+            raise UnsupportedGraph(
                 f"padding node {node.name} (value {info[1] if info else 'not constant'}) is not in front "
                 "of a convolution on a thresholded or binary tensor; bnnflow builds padding only as "
                 "-1/0 padding of conv inputs")
         if node.op_type == "Im2Col":
             inst = getCustomOp(node)
             if any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") != 0:
-                raise NotSupported(
+                raise UnsupportedGraph(
                     f"convolution {convs} (counting from the input) pads with {inst.get_nodeattr('pad_value')} on a "
                     f"{model.get_tensor_datatype(node.input[0]).name} tensor; FINN's FMPadding pads with 0 only")
