@@ -164,6 +164,11 @@ def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNe
             raise CheckpointError(
                 f"{origin}: weights are not finite (NaN or infinite values in {k}), e.g. a training run "
                 "that diverged; retrain (a lower --lr) or give another checkpoint")
+        if k.endswith("running_var") and bool((v < 0).any()):
+            # finite, but sqrt(var + eps) is NaN: the network (and FINN's thresholds) would compute NaN
+            raise CheckpointError(
+                f"{origin}: negative BatchNorm variance in {k} (down to {float(v.min()):g}); a variance is "
+                "never negative, so the file is damaged: give another checkpoint")
     model = models.build(obj["arch"], obj["widths"])
     try:
         model.load_state_dict(sd)
@@ -178,12 +183,13 @@ def load(path: Path | str) -> tuple[BinaryNet, dict[str, Any]]:
     return from_dict(read_raw(path), str(path))
 
 
-def check_train_state(path: Path | str, state_format: str) -> None:
-    """Check a ``state.pt`` of ``bnnflow train`` before ``--resume`` trusts its entries."""
+def read_train_state(path: Path | str, state_format: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """The ``state.pt`` of ``bnnflow train``, checked before ``--resume`` trusts its entries: the
+    types of its entries, its checkpoint (as :func:`from_dict` checks one) and its optimizer state."""
     path = Path(path)
     hint = "remove it to start afresh or drop --resume"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
         raise BnnflowError(f"{path}: not a readable training state ({type(exc).__name__}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != state_format:
@@ -207,3 +213,4 @@ def check_train_state(path: Path | str, state_format: str) -> None:
     opt = state["optimizer"]
     if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
         raise BnnflowError(f"{path}: damaged training state: its optimizer entry is not an optimizer's; {hint}")
+    return state

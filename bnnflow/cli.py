@@ -72,8 +72,8 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 @command("train", _train_opts)
 def _train(a: argparse.Namespace) -> int:
     """Train a zoo network (checkpoint every epoch, --resume)."""
-    from bnnflow import checkpoint, outdir
-    from bnnflow.train import STATE_FORMAT, TrainConfig, train
+    from bnnflow import outdir
+    from bnnflow.train import TrainConfig, train
 
     cfg = TrainConfig(
         arch=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min=a.lr_min,
@@ -87,8 +87,6 @@ def _train(a: argparse.Namespace) -> int:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
     cfg.validate()
     outdir.check_output_dir(a.out, "--out")
-    if a.resume and (a.out / "state.pt").is_file():
-        checkpoint.check_train_state(a.out / "state.pt", STATE_FORMAT)
     train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after,
           log=lambda line: print(line, flush=True))
     return 0

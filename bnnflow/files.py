@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -89,6 +91,53 @@ def check_output_file(path: Path | str, option: str = "output") -> None:
     check_writable_dir(anc, what)
 
 
+#: a temporary file of :func:`atomic_path`: ``.NAME.PID.RANDOM.tmp[SUFFIX]`` (mkstemp's 8 random characters)
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # a process of another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str | None = None) -> list[str]:
+    """Remove the temporary files of :func:`atomic_path` in ``folder`` (of the file ``name`` only,
+    when given) whose writer was killed before it could rename or remove them (SIGKILL, a power
+    cut). A temporary names its writer's pid and is locked (``flock``) while written, so one is
+    stale only when that pid is gone and its lock is free: a file another run is writing right now
+    (also from another pid namespace, where its pid means nothing) is never touched. Returns the
+    names removed."""
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMPORARY.fullmatch(entry.name)
+        if m is None or (name is not None and (m["name"] != name or (m["suffix"] or "") != Path(name).suffix)):
+            continue
+        if _alive(int(m["pid"])):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to: renamed onto ``path`` when the block
@@ -98,19 +147,23 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     format from it. The file gets the mode a plain ``open()`` gives (0o666
     less the umask), not ``mkstemp``'s 0o600. A path that cannot be written
     (a folder, a read-only place, a file where a folder should be) is one
-    BnnflowError naming it.
+    BnnflowError naming it. A temporary of ``path`` that a killed writer left
+    is removed first (:func:`remove_stale_temporaries`); this one names this
+    process and stays locked while the block runs, so it is never taken for
+    one.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        remove_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                   suffix=f".tmp{path.suffix}")
     except OSError as exc:
         raise BnnflowError(f"{path}: cannot write there ({_why(exc)}); give another output path") from None
     try:
+        with contextlib.suppress(OSError):  # a file system without locks: the pid alone tells then
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.fchmod(fd, file_mode())
-    finally:
-        os.close(fd)
-    try:
         yield Path(tmp)
         if path.is_dir():
             raise BnnflowError(f"{path}: is a folder; give a file name")
@@ -119,6 +172,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         except OSError as exc:
             raise BnnflowError(f"{path}: cannot write there ({_why(exc)}); give another output path") from None
     finally:
+        os.close(fd)
         Path(tmp).unlink(missing_ok=True)
 
 

@@ -8,7 +8,9 @@ Every command that writes a folder goes through this module:
   ``manifest.json``, is refused with one line;
 * **a lock**: ``.NAME.lock`` beside the folder, held (``fcntl.flock``) for
   the whole run, so a second run into the same folder stops at once with
-  one line instead of taking over the first one's temporary folder;
+  one line instead of taking over the first one's temporary folder; folders
+  the lock had to create (NAME's parents) go again when the run leaves them
+  empty, so a failed run leaves nothing behind;
 * **crash-safe replace** (:func:`replacing`): the new contents are written
   into a hidden ``.NAME.building-*`` folder beside NAME, NAME being a link
   to it meanwhile (so paths recorded during the run name NAME); the previous
@@ -18,7 +20,13 @@ Every command that writes a folder goes through this module:
 * **stale temporaries**: when the lock is taken, nobody else is running, so
   what a killed run left (``.NAME.building-*``, ``.NAME.old-*``, NAME
   linking to a work folder) is cleaned up and a previous folder hidden by a
-  killed run is put back first.
+  killed run is put back first; in a folder written file by file
+  (:func:`writing`) the temporary files of killed atomic writes go
+  (:func:`bnnflow.files.remove_stale_temporaries`).
+
+The manifest is read by :func:`read_manifest` only: one that is there but
+cannot be read (no permission, a folder, a FIFO a read would block on, not
+JSON) is one line naming it, never a traceback, a hang or "not ours".
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -37,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bnnflow.errors import BnnflowError
-from bnnflow.files import _why, check_writable_dir, dir_mode, nearest_existing
+from bnnflow.files import _why, check_writable_dir, dir_mode, nearest_existing, remove_stale_temporaries
 
 BUILD_FORMAT = "bnnflow-build"
 MANIFEST = "manifest.json"
@@ -73,12 +82,53 @@ def is_work_link(out: Path) -> bool:
 
 
 # ---------------------------------------------------------------- checks
-def manifest_format(folder: Path) -> Any:
-    """The ``format`` entry of ``folder/manifest.json`` (None when absent or unreadable)."""
+#: what to do about a manifest that cannot be read, when the caller has nothing more specific to say
+MANIFEST_ADVICE = ("it is the record `bnnflow build` writes: fix it, or remove the folder and build again "
+                   "(build does not replace a folder it cannot tell is a build)")
+
+
+def read_manifest(folder: Path, advice: str = MANIFEST_ADVICE) -> Any:
+    """``folder/manifest.json`` parsed; None when there is none.
+
+    One that is there but cannot be read is a BnnflowError naming it, what is
+    wrong and ``advice``: without read permission, a folder, a FIFO or device
+    (checked before opening it: reading a FIFO blocks until someone writes),
+    not UTF-8 text, not JSON or nested too deeply to read.
+    """
+    path = folder / MANIFEST
     try:
-        m = json.loads((folder / MANIFEST).read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise BnnflowError(f"{path}: a link to {os.readlink(path)}, which does not exist; {advice}") from None
         return None
+    except OSError as exc:
+        raise BnnflowError(f"{path}: cannot read it ({_why(exc)}); {advice}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BnnflowError(f"{path}: is a folder, not a manifest file; {advice}")
+    if not stat.S_ISREG(st.st_mode):
+        raise BnnflowError(f"{path}: is not a regular file (a FIFO or a device), so it is not read; {advice}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError as exc:  # the file is fine, only this user may not read it
+        raise BnnflowError(f"{path}: cannot read it ({_why(exc)}); make it readable to this user and run "
+                           "again") from None
+    except OSError as exc:
+        raise BnnflowError(f"{path}: cannot read it ({_why(exc)}); {advice}") from None
+    except UnicodeDecodeError:
+        raise BnnflowError(f"{path}: not valid JSON (not UTF-8 text); {advice}") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BnnflowError(f"{path}: not valid JSON (nested too deeply to read); {advice}") from None
+    except ValueError as exc:
+        raise BnnflowError(f"{path}: not valid JSON ({exc}); {advice}") from None
+
+
+def manifest_format(folder: Path, advice: str = MANIFEST_ADVICE) -> Any:
+    """The ``format`` entry of ``folder/manifest.json`` (None when there is no manifest or it is not an
+    object); a manifest that cannot be read is a BnnflowError (:func:`read_manifest`)."""
+    m = read_manifest(folder, advice)
     return m.get("format") if isinstance(m, dict) else None
 
 
@@ -97,7 +147,7 @@ def check_owned(out: Path, option: str = "--out") -> None:
         raise BnnflowError(f"{option} {out}: is a file, not a bnnflow build folder; give another {option}")
     if not any(out.iterdir()):
         return
-    fmt = manifest_format(out)
+    fmt = manifest_format(out, f"{out} is left as it is: give another {option} or remove it")
     if fmt != BUILD_FORMAT:
         why = ("it has no manifest.json" if not (out / MANIFEST).exists()
                else f'its manifest.json has no "format": "{BUILD_FORMAT}" entry' if fmt is None
@@ -124,8 +174,10 @@ class Lock:
     """``fcntl.flock`` on ``.NAME.lock`` beside ``out``; refuses at once when another run holds it.
 
     The lock file is removed on release (while still locked; a run that
-    opened the old file sees that it was replaced and opens the new one), so
-    a finished run leaves nothing beside its folder.
+    opened the old file sees that it was replaced and opens the new one), and
+    so are the folders above ``out`` that :meth:`acquire` had to create, when
+    the run left them empty: a finished run leaves nothing beside its folder,
+    a failed one nothing at all.
     """
 
     def __init__(self, out: Path, option: str = "--out") -> None:
@@ -133,16 +185,34 @@ class Lock:
         self.path = lock_path(out)
         self.option = option
         self.fd: int | None = None
+        self.created: list[Path] = []  # deepest first
 
-    def acquire(self) -> None:
+    def _make_parent(self) -> None:
+        missing = []
+        p = self.out.parent
+        while not p.exists() and not p.is_symlink() and p != p.parent:
+            missing.append(p)
+            p = p.parent
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BnnflowError(f"{self.option} {self.out}: cannot create its folder ({_why(exc)}); "
                                f"give another {self.option}") from None
+        self.created += [d for d in missing if d not in self.created]
+
+    def acquire(self) -> None:
+        self._make_parent()
+        tries = 0
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                tries += 1  # a run that just finished removed the folder it had created: make it again
+                if tries > 3:
+                    raise BnnflowError(f"{self.option} {self.out}: its folder keeps disappearing; give another "
+                                       f"{self.option}") from None
+                self._make_parent()
+                continue
             except OSError as exc:
                 raise BnnflowError(f"{self.option} {self.out}: cannot write in {self.out.parent} "
                                    f"({_why(exc)}); give another {self.option}") from None
@@ -151,6 +221,7 @@ class Lock:
             except OSError as exc:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
                 os.close(fd)
+                self.release()  # nothing of ours to keep: the folders made for the lock go again
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise BnnflowError(f"{self.path}: cannot lock ({_why(exc)})") from None
                 raise BnnflowError(
@@ -169,12 +240,17 @@ class Lock:
         self.fd = fd
 
     def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)
-        self.fd = None
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+        for d in self.created:  # deepest first; the first one still in use ends it
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        self.created = []
 
     def __enter__(self) -> "Lock":
         self.acquire()
@@ -351,13 +427,22 @@ def replacing(out: Path | str, option: str = "--out") -> Iterator[Replacement]:
 
 @contextlib.contextmanager
 def writing(out: Path | str, option: str = "--out") -> Iterator[Path]:
-    """A folder written file by file (a report, a sweep): checked writable and locked for the
-    block, so two runs into one folder do not interleave."""
+    """A folder written file by file (a report, a sweep, a training run): checked writable and locked
+    for the block, so two runs into one folder do not interleave. The temporary files of atomic
+    writes that killed runs left in it are removed first; a folder the block leaves empty that did
+    not exist before goes again (a failed run leaves nothing)."""
     out = Path(os.path.abspath(out))
     check_output_dir(out, option)
     with Lock(out, option):
+        created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BnnflowError(f"{option} {out}: cannot create it ({_why(exc)}); give another {option}") from None
-        yield out
+        try:
+            remove_stale_temporaries(out)
+            yield out
+        finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty

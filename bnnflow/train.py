@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 import models
-from bnnflow import checkpoint, data
+from bnnflow import checkpoint, data, outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from bnnflow.progress import progress
@@ -179,14 +179,8 @@ def _accuracy(model: BinaryNet, split: data.Split, forward: Callable[[torch.Tens
 
 
 def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """The resume state of ``state_path``, checked to belong to a run of ``cfg``."""
-    try:
-        state = torch.load(state_path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or corrupt files
-        raise BnnflowError(f"{state_path}: not a readable training state ({type(exc).__name__}); "
-                           "remove it to start afresh or drop --resume") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise BnnflowError(f"{state_path}: not a bnnflow training state; remove it or drop --resume")
+    """The resume state of ``state_path``, checked to be one and to belong to a run of ``cfg``."""
+    state = checkpoint.read_train_state(state_path, STATE_FORMAT, device)
     stored = state["config"]
     if stored["arch"] != cfg.arch:
         raise BnnflowError(f"{state_path}: resumes a {stored['arch']} run, not {cfg.arch}")
@@ -224,9 +218,19 @@ def train(
     on the full test set is measured once, at the end, and stored in it.
     """
     cfg.validate()
-    out_dir = Path(out_dir)
+    # One run at a time in a run folder: a second one stops at once instead of both writing model.pt
+    # and state.pt; what killed runs left (temporary files) is cleaned up first.
+    with outdir.writing(out_dir, "--out"):
+        return _train(cfg, Path(out_dir), resume, init_from, log, stop_after)
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str | None,
+           log: Callable[[str], None], stop_after: int | None) -> Path:
+    """:func:`train` in its locked run folder."""
     state_path, model_path = out_dir / "state.pt", out_dir / "model.pt"
     device = pick_device()
+    # a damaged or foreign state.pt is refused before anything else is read
+    state = _load_state(state_path, cfg, device) if resume and state_path.is_file() else None
     dataset = models.ARCHS[cfg.arch].dataset
     fit_split, holdout = data.split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
     train_split = fit_split.subset(cfg.train_limit)
@@ -241,9 +245,7 @@ def train(
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.arch, cfg.widths)
     start_epoch, history, wall, best = 0, [], 0.0, None
-    state = None
-    if resume and state_path.is_file():
-        state = _load_state(state_path, cfg, device)
+    if state is not None:
         model, _ = checkpoint.from_dict(state["checkpoint"], str(state_path))
         start_epoch, history, wall = state["epoch"], list(state["history"]), float(state["wall_time_s"])
         best = state.get("best")

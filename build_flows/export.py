@@ -13,17 +13,17 @@ difference is reported.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from bnnflow import checkpoint, data
 from bnnflow.errors import BnnflowError, DataError
-from bnnflow.files import check_output_file, file_mode
+from bnnflow.files import atomic_path, check_output_file
+from build_flows.inputs import check_finite
 from models.nets import BinaryNet
 
 
@@ -112,26 +112,25 @@ def check_agreement(model: BinaryNet, path: Path, n: int, data_dir: Path | None 
 def export(ckpt: Path, out: Path, n_check: int = 200, data_dir: Path | None = None) -> ExportResult:
     """Write the QONNX file of checkpoint ``ckpt`` to ``out`` after checking it agrees with Brevitas.
 
-    The file is written beside ``out`` and renamed only once QONNX execution
-    gives the Brevitas model's top-1 on every checked image, so a failed
-    export leaves nothing behind.
+    The file is written beside ``out`` (:func:`bnnflow.files.atomic_path`) and
+    renamed only once its constants are finite (:func:`build_flows.inputs.check_finite`,
+    the check a QONNX input of ``bnnflow build`` gets) and QONNX execution gives
+    the Brevitas model's top-1 on every checked image, so a failed export
+    leaves nothing behind.
     """
     if isinstance(n_check, bool) or not isinstance(n_check, int) or n_check < 0:
         raise BnnflowError(f"--check must be a whole number >= 0 (0: no check), got {n_check!r}")
     model, _ = checkpoint.load(ckpt)
     out = Path(out)
     check_output_file(out, "--out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
-    except OSError as exc:
-        raise BnnflowError(f"--out {out}: cannot write there ({exc.strerror}); give another path") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_qonnx(model, tmp)
-        res = check_agreement(model, tmp, n_check, data_dir) if n_check > 0 else \
-            ExportResult(path=tmp, n=0, images="none", top1_agreement=float("nan"), max_logit_diff=float("nan"))
+    with atomic_path(out) as tmp:
+        try:
+            _write_qonnx(model, tmp)
+            check_finite(onnx.load(str(tmp)), Path(ckpt))
+            res = check_agreement(model, tmp, n_check, data_dir) if n_check > 0 else \
+                ExportResult(path=tmp, n=0, images="none", top1_agreement=float("nan"), max_logit_diff=float("nan"))
+        finally:
+            tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)
         if res.n and not math.isfinite(res.max_logit_diff):
             raise BnnflowError(
                 f"{ckpt}: the network's logits are not finite on {res.images} images (max logit difference "
@@ -142,13 +141,5 @@ def export(ckpt: Path, out: Path, n_check: int = 200, data_dir: Path | None = No
                 f"{round((1 - res.top1_agreement) * res.n)} of {res.n} {res.images} images "
                 f"(max logit difference {res.max_logit_diff:.3g}); nothing written. Report this as a bug."
             )
-        tmp.chmod(file_mode())
-        if out.is_dir():
-            raise BnnflowError(f"--out {out}: is a folder; give a file name")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)
-        raise
     return ExportResult(path=out, n=res.n, images=res.images, top1_agreement=res.top1_agreement,
                         max_logit_diff=res.max_logit_diff)

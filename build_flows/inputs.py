@@ -8,7 +8,11 @@ Everything here runs before FINN does, so a bad input ends in one clear
 * quantizers that are not binary: weights must be 1-bit (``BipolarQuant`` or
   a 1-bit ``Quant``), activations too, except one quantizer of at most 8 bits
   on the input path (the conv nets' 8-bit input);
-* weight layers whose weights are not quantized at all.
+* weight layers whose weights are not quantized at all;
+* constants that are not finite (NaN or infinite weights, thresholds,
+  scales, float attributes), a BatchNorm variance below zero and a quantizer
+  scale that is not positive: FINN's streamlining would turn them into NaN
+  thresholds and spin for minutes on them (:func:`check_finite`).
 
 A QONNX file from elsewhere gets the pre/post-processing FINN expects where it
 lacks them, as FINN's end-to-end flows add them: a ``/255`` front with a UINT8
@@ -74,6 +78,50 @@ def load_qonnx(path: Path) -> Any:
         raise BnnflowError(f"{path}: not a readable ONNX model ({first}); give a QONNX file exported "
                            "with brevitas.export.export_qonnx or a bnnflow checkpoint") from None
     return ModelWrapper(proto)
+
+
+def _nonfinite(arr: np.ndarray) -> bool:
+    return np.issubdtype(arr.dtype, np.floating) and not bool(np.isfinite(arr).all())
+
+
+def check_finite(model: Any, path: Path) -> None:
+    """Refuse a graph whose constants cannot give finite values (see the module docstring).
+
+    ``model`` is an ONNX ModelProto or a qonnx ModelWrapper; ``path`` the user's file errors name.
+    """
+    from onnx import AttributeProto, numpy_helper
+
+    graph = model.graph
+    hint = "e.g. a training run that diverged; export the network again from finite weights"
+    consts = {}
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if _nonfinite(arr):
+            raise BnnflowError(f"{path}: weights are not finite (NaN or infinite values in {init.name}); {hint}")
+        consts[init.name] = arr
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == AttributeProto.FLOAT:
+                values = np.array([a.f])
+            elif a.type == AttributeProto.FLOATS:
+                values = np.array(a.floats, dtype=np.float64)
+            elif a.type == AttributeProto.TENSOR:
+                values = numpy_helper.to_array(a.t)
+            else:
+                continue
+            if _nonfinite(values):
+                raise BnnflowError(f"{path}: attribute {a.name} of {node.op_type} node {node.name or '(unnamed)'} "
+                                   f"is not finite; {hint}")
+        if node.op_type == "BatchNormalization" and len(node.input) > 4 and node.input[4] in consts:
+            var = consts[node.input[4]]
+            if (var < 0).any():
+                raise BnnflowError(f"{path}: negative BatchNorm variance in {node.input[4]} (node {node.name}, down "
+                                   f"to {float(var.min()):g}); a variance is never negative: the file is damaged")
+        if node.op_type in ("Quant", "BipolarQuant") and len(node.input) > 1 and node.input[1] in consts:
+            scale = consts[node.input[1]]
+            if not (scale > 0).all():
+                raise BnnflowError(f"{path}: quantizer {node.name} has a scale that is not positive "
+                                   f"({float(scale.min()):g}); the file is damaged")
 
 
 def _bits(model: Any, node: Any) -> float | None:
@@ -150,6 +198,7 @@ def _prepare_qonnx(src: Path, dest: Path) -> BuildInput:
     from qonnx.util.cleanup import cleanup_model
 
     model = load_qonnx(src)
+    check_finite(model, src)
     inputs = [i.name for i in model.graph.input if model.get_initializer(i.name) is None]
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise BnnflowError(f"{src}: the graph has {len(inputs)} inputs and {len(model.graph.output)} "
@@ -195,4 +244,4 @@ def prepare_input(src: Path, dest: Path, n_check: int, data_dir: Path | None) ->
     )
 
 
-__all__ = ["BuildInput", "SUPPORTED_OPS", "check_w1a1", "load_qonnx", "prepare_input"]
+__all__ = ["BuildInput", "SUPPORTED_OPS", "check_finite", "check_w1a1", "load_qonnx", "prepare_input"]

@@ -85,6 +85,8 @@ def hex_fields(lines: list[str], n_fields: int, bits: int, signed: bool, source:
 
 
 def _read_text(path: Path) -> str:
+    if path.exists() and not path.is_file():  # a FIFO would block the read, a folder fail it
+        raise BnnflowError(f"{path}: not a regular file, so not FINN's generated file; re-run `bnnflow build`")
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

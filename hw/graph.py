@@ -115,6 +115,25 @@ def _onnx_attrs(node: Any) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def _check_dataflow(layers: list[Layer], graph_input: str, graph_output: str, source: str) -> None:
+    """Refuse a graph whose nodes, in file order, read a tensor no earlier node writes.
+
+    Why: the simulator runs the nodes in file order; a damaged or hand-edited
+    graph (a node removed, an input renamed) would otherwise fail mid-run with
+    a bare ``KeyError`` on the missing tensor.
+    """
+    written = {graph_input}
+    for layer in layers:
+        for name in layer.inputs:
+            if name not in written:
+                raise BnnflowError(f"{source}: node {layer.name} reads tensor {name!r}, which no earlier node "
+                                   "writes (the graph is damaged or not in topological order); rebuild it")
+        written.update(layer.outputs)
+    if graph_output not in written:
+        raise BnnflowError(f"{source}: no node writes the graph output {graph_output!r} (the graph is damaged); "
+                           "rebuild it")
+
+
 def _layers_of(model: Any, source: str) -> list[Layer]:
     layers = []
     for node in model.graph.node:
@@ -180,6 +199,7 @@ def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) ->
         model = parent
         source = f"{parent_path} + {accel_path.name}"
     gin, gout = model.graph.input[0].name, model.graph.output[0].name
+    _check_dataflow(layers, gin, gout, source)
     return HWGraph(
         layers=layers,
         input_name=gin,

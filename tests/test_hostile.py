@@ -619,3 +619,280 @@ def test_simulator_kernels_cache_outside_the_package(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[0] == str(tmp_path / "cache" / "numba")
     assert any((tmp_path / "cache" / "numba").rglob("*.nbi")), "no kernel was cached there"
+
+
+# ---------------------------------------------------------------- the rest of 14, 3, 5, 13, killed runs
+def _alarm(seconds: float):
+    """A block that raises TimeoutError after ``seconds`` (a read that would block forever, e.g. a FIFO)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bounded():
+        def expire(signum, frame):
+            raise TimeoutError(f"still running after {seconds} s")
+
+        old = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+    return bounded()
+
+
+def test_failed_sweep_leaves_no_empty_folders(tmp_path: Path) -> None:
+    """14: a sweep whose build fails leaves neither an empty OUT/<name>/ nor an empty OUT it created;
+    an OUT that was there stays as it was."""
+    from reports.sweep import make_sweep
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(GARBAGE_ONNX)
+    with pytest.raises(BnnflowError, match="not a readable ONNX model"):
+        make_sweep([bad], "Pynq-Z1", [1000.0], tmp_path / "new" / "sweep")
+    assert _listing(tmp_path) == ["bad.onnx"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("x")
+    with pytest.raises(BnnflowError, match="not a readable ONNX model"):
+        make_sweep([bad], "Pynq-Z1", [1000.0, 2000.0], kept)
+    assert _listing(kept) == ["notes.txt"] and _listing(tmp_path) == ["bad.onnx", "kept"]
+
+
+TRAIN_RUN = ["train", "--model", "tfc", "--epochs", "1", "--train-limit", "200", "--holdout", "0",
+             "--eval-limit", "20", "--batch-size", "50"]
+
+
+def test_second_train_into_the_same_out_stops_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """3 (for train): while a run trains into OUT, a second `bnnflow train` into OUT (another process)
+    stops at once with one line; the first run's files are its own."""
+    import bnnflow.train as bt
+
+    out = tmp_path / "run"
+    second: dict = {}
+    real = bt.train_epoch
+
+    def epoch(*a, **kw):
+        if "res" not in second:
+            t0 = time.monotonic()
+            second["res"] = subprocess.run([sys.executable, "-c", CLI, *TRAIN_RUN, "--seed", "7", "--out", str(out)],
+                                           capture_output=True, text=True, env=ENV, timeout=600)
+            second["s"] = time.monotonic() - t0
+        return real(*a, **kw)
+
+    monkeypatch.setattr(bt, "train_epoch", epoch)
+    rc, err = _cli([*TRAIN_RUN, "--out", str(out)], capsys)
+    assert rc == 0, err
+    res = second["res"]
+    assert res.returncode == 2 and "another bnnflow run" in res.stderr, res.stderr[-3000:]
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    _, meta = checkpoint.load(out / "model.pt")
+    assert meta["train"]["seed"] == 0  # the first run's network, not the second's
+    assert _listing(out) == ["model.pt", "state.pt"] and _listing(tmp_path) == ["run"]
+
+
+@pytest.fixture(scope="module")
+def tfc_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from build_flows.export import export
+
+    out = tmp_path_factory.mktemp("onnx") / "tfc.onnx"
+    export(TFC, out, n_check=0)
+    return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_qonnx_with_non_finite_weights_is_refused_before_finn(value: float, tfc_onnx: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """5 (QONNX input): a weight that is NaN or infinite is one error before FINN runs, naming the tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    from build_flows.inputs import prepare_input
+
+    model = onnx.load(str(tfc_onnx))
+    inits = [i for i in model.graph.initializer if numpy_helper.to_array(i).size > 100]
+    arr = numpy_helper.to_array(inits[0]).copy()
+    arr.reshape(-1)[3] = value
+    inits[0].CopyFrom(numpy_helper.from_array(arr, inits[0].name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    with pytest.raises(BnnflowError, match=f"not finite.*{inits[0].name}"):
+        prepare_input(bad, tmp_path / "m.onnx", 0, None)
+    t0 = time.monotonic()
+    _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--out", str(tmp_path / "b")],
+               capsys, str(bad), "not finite")
+    assert time.monotonic() - t0 < 30
+    assert _listing(tmp_path) == ["bad.onnx"]
+
+
+def test_checkpoint_whose_export_is_not_finite_is_refused(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """5 (exported from a checkpoint): finite weights with a negative BatchNorm variance give NaN
+    (sqrt of a negative number) in Brevitas and in FINN's thresholds: refused by every command."""
+    raw = torch.load(TFC, weights_only=True)
+    key = next(k for k in raw["state_dict"] if k.endswith("running_var"))
+    raw["state_dict"][key][2] = -4.0
+    bad = tmp_path / "negvar.pt"
+    torch.save(raw, bad)
+    with pytest.raises(CheckpointError, match=f"negative.*{key}"):
+        checkpoint.load(bad)
+    _one_error(["export", str(bad), "--check", "0", "--out", str(tmp_path / "x.onnx")], capsys, str(bad), key)
+    _one_error(["eval", str(bad), "--limit", "10"], capsys, str(bad), key)
+    assert _listing(tmp_path) == ["negvar.pt"]
+
+
+def test_damaged_manifest_advice_is_one_that_works(tfc_build: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """13: `bnnflow build` refuses a folder whose manifest it cannot read, so the advice for one is not
+    "rebuild it" (which then fails) but to remove it or build elsewhere; it names the problem."""
+    d = _copy_build(tfc_build, tmp_path / "tfc")
+    (d / "manifest.json").write_text("{bad")
+    line = _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, str(d / "manifest.json"),
+                      "not valid JSON")
+    assert "remove" in line or "another --out" in line, line
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(GARBAGE_ONNX)
+    line = _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0",
+                       "--out", str(d)], capsys, str(d / "manifest.json"), "not valid JSON")
+    assert (d / "manifest.json").read_text() == "{bad"
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which file permissions apply (root without its override capabilities)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permission bits cannot be made to apply")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.parametrize("kind", ["permission", "fifo", "folder"])
+def test_unreadable_manifest_is_one_line(kind: str, tfc_build: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreadable manifest.json (no read permission, a FIFO that would block, a folder): one line
+    naming it from sim, report and build --out, never a traceback, a hang or a silent default."""
+    d = _copy_build(tfc_build, tmp_path / "tfc")
+    m = d / "manifest.json"
+    m.unlink()
+    if kind == "permission":
+        m.write_text((tfc_build / "manifest.json").read_text())
+        m.chmod(0)
+        for argv in (["sim", str(d), "--limit", "5", "--finn-limit", "0"], ["report", str(d), "--out",
+                                                                              str(tmp_path / "r")]):
+            res = subprocess.run([*_unprivileged(), sys.executable, "-c", CLI, *argv], capture_output=True,
+                                 text=True, env=ENV, timeout=300)
+            assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+            assert res.stderr.count("\n") == 1 and str(m) in res.stderr and "Permission denied" in res.stderr
+        return
+    if kind == "fifo":
+        os.mkfifo(m)
+    else:
+        m.mkdir()
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(GARBAGE_ONNX)
+    for argv in (["sim", str(d), "--limit", "5", "--finn-limit", "0"], ["report", str(d), "--out", str(tmp_path / "r")],
+                 ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", str(d)]):
+        with _alarm(60):
+            _one_error(argv, capsys, str(m))
+    assert not (tmp_path / "r").exists() and (m.is_fifo() if kind == "fifo" else m.is_dir())
+
+
+@pytest.mark.parametrize("manifest", ["no-outputs", "outputs-not-a-dict", "absent"])
+def test_manifest_without_outputs_is_checked_not_trusted(manifest: str, tfc_build: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """7: a manifest that lists no outputs does not switch the check off: the graphs of bnnflow's
+    layout must be there, or sim fails naming the missing one."""
+    d = _copy_build(tfc_build, tmp_path / "tfc")
+    m = json.loads((d / "manifest.json").read_text())
+    if manifest == "absent":
+        (d / "manifest.json").unlink()
+    else:
+        m.pop("outputs") if manifest == "no-outputs" else m.update(outputs=["x"])
+        (d / "manifest.json").write_text(json.dumps(m))
+    (d / "intermediate_models" / "step_hw_codegen.onnx").unlink()
+    _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, "step_hw_codegen.onnx")
+
+
+def test_manifest_outputs_stay_inside_the_build(tfc_build: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """7: a manifest's outputs name files inside the build folder (not ../elsewhere)."""
+    d = _copy_build(tfc_build, tmp_path / "tfc")
+    m = json.loads((d / "manifest.json").read_text())
+    m["outputs"]["final_graph"] = "../../etc/passwd"
+    (d / "manifest.json").write_text(json.dumps(m))
+    _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, "final_graph", "inside")
+
+
+KILL_TRAIN = textwrap.dedent("""
+    import os, signal, sys, torch
+    real = torch.save
+
+    def save(obj, f, *a, **kw):  # the first checkpoint is written to its temporary file, then SIGKILL
+        real(obj, f, *a, **kw)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save = save
+    from bnnflow.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_temporaries_of_a_killed_train_are_cleaned_by_the_next_run(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A train run SIGKILLed while writing model.pt leaves its temporary file and its lock; the next
+    run into the same folder (--resume) removes both and writes the run's files."""
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", KILL_TRAIN, *TRAIN_RUN, "--out", str(out)], capture_output=True,
+                         text=True, env=ENV, timeout=600)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert [p for p in _listing(out) if p.startswith(".model.pt.")], _listing(out)  # what SIGKILL left
+    rc, err = _cli([*TRAIN_RUN, "--out", str(out), "--resume"], capsys)
+    assert rc == 0, err
+    assert _listing(out) == ["model.pt", "state.pt"] and _listing(tmp_path) == ["run"]
+    checkpoint.load(out / "model.pt")
+
+
+def test_stale_temporary_of_a_live_writer_is_kept(tmp_path: Path) -> None:
+    """The clean-up removes only temporaries whose writer is gone: a file being written now stays."""
+    from bnnflow.files import atomic_path
+
+    target = tmp_path / "a.md"
+    with atomic_path(target) as first:
+        first.write_text("one")
+        atomic_write(target, "two")  # a second writer of the same file meanwhile
+        assert first.read_text() == "one"
+    assert target.read_text() == "one" and _listing(tmp_path) == ["a.md"]
+
+
+KILL_BUILD = textwrap.dedent("""
+    import os, signal, sys
+    import build_flows.build as bb
+
+    def prepare(*a, **kw):  # the rebuild is under way (DIR links to its work folder): SIGKILL
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    bb.prepare_input = prepare
+    from bnnflow.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_build_killed_during_a_rebuild_is_restored_by_the_next_run(tfc_build: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """4, SIGKILL (no handler runs): DIR is left linking to a half build, the good build hidden; the
+    next build into DIR, even a failing one, puts the good build back and removes every leftover."""
+    out = _copy_build(tfc_build, tmp_path / "out")
+    before = (out / "manifest.json").read_text()
+    res = subprocess.run([sys.executable, "-c", KILL_BUILD, "build", str(TFC), "--board", "Pynq-Z1",
+                          "--target-fps", "1000", "--check", "0", "--out", str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
+    assert out.is_symlink() and any(p.startswith(".out.old-") for p in _listing(tmp_path))  # what SIGKILL left
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(GARBAGE_ONNX)
+    _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out",
+                str(out)], capsys, "not a readable ONNX model")
+    assert out.is_dir() and not out.is_symlink() and (out / "manifest.json").read_text() == before
+    assert _listing(tmp_path) == ["bad.onnx", "out"]
