@@ -34,6 +34,11 @@ ENV VIRTUAL_ENV=/opt/venv \
     NUMBA_CACHE_DIR=/cache/numba \
     MPLCONFIGDIR=/cache/matplotlib
 
+# Verilator (and the C++ compiler it drives) for `bnnflow sim DIR --rtl`, the RTL co-simulation.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends verilator g++ make \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN python3 -m venv /opt/venv \
  && python -m pip install -q --upgrade "pip>=24" \
  && mkdir -p -m 1777 /data /cache /out

@@ -10,9 +10,20 @@ MODEL   ?= $(if $(wildcard models/zoo/cnv_w1a1_pruned.pt),models/zoo/cnv_w1a1_pr
 TARGET_FPS ?= 3000
 OUT     ?= build
 
-.PHONY: venv test test-slow build-pynq clean
+.PHONY: venv verilator test test-slow build-pynq clean
 
 venv: $(STAMP)
+
+# Verilator (Debian's package) runs the RTL co-simulation tests (tests/test_rtl.py, `bnnflow
+# verify --rtl`); installed here when missing, where apt-get can (root), else one line says why.
+verilator:
+	@command -v verilator >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing verilator (Debian package) for the RTL co-simulation"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q verilator >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q verilator >/dev/null; } \
+	      || echo "make: apt-get could not install verilator; the RTL co-simulation tests will be skipped"; \
+	  else echo "make: verilator is missing and only root can apt-get install it here (apt-get install verilator); the RTL co-simulation tests will be skipped"; fi; }
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,10 +33,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) verilator
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) verilator
 	$(BIN)/python -m pytest -q -m slow
 
 # Into $(OUT)/<model>_<board>/: estimates and generated code without Vivado; with Vivado and

@@ -14,13 +14,15 @@ from bnnflow.errors import BnnflowError
 from bnnflow.files import atomic_path, check_output_file
 
 NPY_MAGIC = b"\x93NUMPY"
+RTL_IMAGES = 3  # --rtl's default: each image streams through every RTL node's HDL in Verilator
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("build_dir", type=Path, metavar="DIR", help="build folder written by `bnnflow build`")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
-    p.add_argument("--limit", type=v.arg_int(1), default=None, help="first N test images (default: all)")
+    p.add_argument("--limit", type=v.arg_int(1), default=None,
+                   help=f"first N test images (default: all; with --rtl {RTL_IMAGES})")
     p.add_argument("--from-artifacts", action="store_true",
                    help="take weights and thresholds from the generated files instead of the graph")
     p.add_argument("--finn-limit", type=v.arg_int(0), default=10,
@@ -33,6 +35,11 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrap-accumulators", action="store_true",
                    help="model the hardware's fixed-width accumulators (wrap where the generated accumulator type overflows) "
                         "instead of FINN's unbounded Python semantics")
+    p.add_argument("--rtl", action="store_true",
+                   help="co-simulate every RTL node's generated HDL with Verilator (random back-pressure) "
+                        "against the simulator, bit for bit, instead of the accuracy run")
+    p.add_argument("--seed", type=v.arg_int(0, 2**31 - 1), default=0,
+                   help="--rtl: seed of the input gaps and output back-pressure (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -71,6 +78,10 @@ def _sim(a: argparse.Namespace) -> int:
         import numba
 
         numba.set_num_threads(max(1, min(a.threads, numba.config.NUMBA_NUM_THREADS)))
+    if a.rtl:
+        if a.input is not None or a.output is not None:
+            raise BnnflowError("--rtl drives the RTL nodes with test images; it takes no --input/--output")
+        return _rtl(a)
     if a.input is not None or a.output is not None:
         if a.input is None or a.output is None:
             raise BnnflowError("--input and --output go together: `bnnflow sim DIR --input X.npy --output Y.npy`")
@@ -102,3 +113,31 @@ def _sim(a: argparse.Namespace) -> int:
         for m in rep["artifact_mismatches"]:
             print(f"  MISMATCH {m}")
     return 1 if rep["artifact_mismatches"] else 0
+
+
+def _rtl(a: argparse.Namespace) -> int:
+    """``sim --rtl``: one line per RTL node (or one JSON object per node); exit 1 on any mismatch."""
+    from hw.rtl import cosim
+
+    rep = cosim.cosim_build(a.build_dir, a.data_dir, a.limit or RTL_IMAGES, a.seed, a.from_artifacts)
+    if a.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+        return 0 if rep["ok"] else 1
+    print(f"{rep['build']}: RTL co-simulation (Verilator) on {rep['images']} {rep['dataset']} test images, "
+          f"{rep['gap_pct']}% input gaps, {rep['stall_pct']}% back-pressure, seed {rep['seed']}")
+    for r in rep["nodes"]:
+        if not r["driven"]:
+            print(f"  {r['node']:<36} {r['reason']}")
+            continue
+        verdict = "ok" if r["ok"] else "MISMATCH"
+        extra = (" TIMED OUT" if r["timed_out"] else "") + (
+            f" {r['protocol_violations']} protocol violations" if r["protocol_violations"] else "")
+        compiled = "cached" if r["cached"] else f"{r['compile_s']:.1f} s"
+        print(f"  {r['node']:<36} {verdict:<8} {r['elements']} elements, {r['mismatches']} mismatches; "
+              f"cycles {r['cycles']} (FINN estimate {r['finn_cycles']}); compile {compiled}, "
+              f"run {r['run_s']:.2f} s{extra}")
+    if not rep["nodes"]:
+        print("  no RTL nodes in this build")
+    print(f"  {rep['hls_nodes_not_cosimulated']} HLS nodes: checked against FINN's Python execution only "
+          "(no HLS simulator without Vitis)")
+    return 0 if rep["ok"] else 1
