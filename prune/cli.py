@@ -1,4 +1,5 @@
-"""``bnnflow prune``: learned (main/subsidiary) or baseline filter pruning of a checkpoint."""
+"""``bnnflow prune`` (learned or baseline filter pruning of a checkpoint) and ``bnnflow frontier``
+(the accuracy-vs-hardware front of pruning to fit a board)."""
 
 from __future__ import annotations
 
@@ -85,4 +86,61 @@ def _prune(a: argparse.Namespace) -> int:
     )
     prune_checkpoint(a.checkpoint, cfg, a.out, a.work_dir, resume=a.resume, max_stages=a.stop_after,
                      cost_cache=a.cost_cache)
+    return 0
+
+
+def _frontier_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="bnnflow checkpoint whose front to compute")
+    p.add_argument("--board", required=True, help="Pynq-Z1 or Pynq-Z2")
+    p.add_argument("--target-fps", type=v.arg_float(0, lo_open=True), required=True, metavar="F")
+    p.add_argument("--budgets", nargs="+", required=True, metavar="lut=X,bram=Y",
+                   help="one learned point per budget (as prune --budget: 0.6 of the board, 0.5x of the "
+                        "unpruned design)")
+    p.add_argument("--seeds", type=v.arg_list(v.arg_int(0, 2**40), "seeds"), default=[0], help="e.g. 0,1")
+    p.add_argument("--methods", type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
+                   default=None, help="comma-separated, among learned,uniform,msf-cascade,random (default: "
+                                      "all); the unpruned control always runs")
+    p.add_argument("--out", type=Path, required=True, help="front folder (points/, frontier.md/html/png/json)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler of an existing cluster, e.g. tcp://host:8786 (default: a local cluster)")
+    p.add_argument("--workers", type=v.arg_int(1), default=None,
+                   help="local cluster: worker processes (default: cores)")
+    p.add_argument("--threads", type=v.arg_int(1), default=None,
+                   help="torch/numba threads per point (default: cores / workers locally)")
+    p.add_argument("--clock-ns", type=v.arg_float(0, lo_open=True), default=10.0)
+    p.add_argument("--granularity", type=v.arg_int(1), default=1, help="kept counts in multiples of this")
+    p.add_argument("--stage-samples", type=v.arg_int(0), default=10000, help="training images per stage (0: all)")
+    p.add_argument("--sub-epochs", type=v.arg_int(1), default=1)
+    p.add_argument("--stage-epochs", type=v.arg_int(1), default=1)
+    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
+    p.add_argument("--finetune-epochs", type=v.arg_int(0), default=0, help="fine-tune epochs of every point")
+    p.add_argument("--finetune-lr", type=v.arg_float(0, lo_open=True), default=1e-3)
+    p.add_argument("--holdout", type=v.arg_int(0), default=0, metavar="N",
+                   help="last N training images: never trained on; the fine-tune's epoch choice and the "
+                        "held-out column use them")
+    p.add_argument("--train-limit", type=v.arg_int(1), default=None, metavar="N",
+                   help="train every point on the first N training images only (quick fronts)")
+    p.add_argument("--eval-limit", type=v.arg_int(1), default=2000, help="test images of the per-stage monitor")
+    p.add_argument("--sim-limit", type=v.arg_int(1), default=None,
+                   help="test images through the simulator (default: all)")
+    p.add_argument("--finn-limit", type=v.arg_int(0), default=3, help="of those, also through FINN's execute_onnx")
+    p.add_argument("--cost-cache", type=Path, default=None,
+                   help="folder of the FINN cost model's probed layer graphs, shareable with prune runs "
+                        "(default: OUT/finn_cost)")
+    p.add_argument("--data-dir", type=Path, default=None)
+
+
+@command("frontier", _frontier_opts)
+def _frontier(a: argparse.Namespace) -> int:
+    """Accuracy-vs-hardware front: prune to fit at several budgets (learned, baselines, control), build, simulate."""
+    from prune.frontier import METHODS, FrontConfig, run_front
+
+    front = FrontConfig(
+        board=a.board, target_fps=a.target_fps, budgets=tuple(a.budgets), seeds=tuple(a.seeds),
+        methods=tuple(a.methods or METHODS), clock_ns=a.clock_ns, granularity=a.granularity,
+        stage_samples=a.stage_samples or None, sub_epochs=a.sub_epochs, stage_epochs=a.stage_epochs,
+        batch_size=a.batch_size, finetune_epochs=a.finetune_epochs, finetune_lr=a.finetune_lr, holdout=a.holdout,
+        train_limit=a.train_limit, eval_limit=a.eval_limit, sim_limit=a.sim_limit, finn_limit=a.finn_limit,
+        data_dir=str(a.data_dir) if a.data_dir else None)
+    run_front(a.checkpoint, front, a.out, a.scheduler, a.workers, a.threads, a.cost_cache)
     return 0

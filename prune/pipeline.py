@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from bnnflow import checkpoint
+from bnnflow import checkpoint, outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from bnnflow.files import atomic_write, check_output_file
@@ -138,6 +138,19 @@ def fit_markdown(fit: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRAIN_LIMIT = "train_limit"  # PruneConfig.extra key: train on the first N training images only
+
+
+def limit_training_set(pruner: Pruner) -> None:
+    """``cfg.extra["train_limit"] = N``: every stage, probe and fine-tune epoch draws from the first N
+    training images (after the held-out ones are set aside). Why: ``bnnflow frontier`` runs dozens
+    of prunings, and a front of a small net on a small subset is how it is tested and tried; being
+    part of the config, the limit is stored in the checkpoint and checked on resume."""
+    limit = pruner.cfg.extra.get(TRAIN_LIMIT)
+    if limit is not None:
+        pruner.train_split = pruner.train_split.subset(int(limit))
+
+
 def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_dir: Path | str | None = None,
                      resume: bool = False, max_stages: int | None = None,
                      log: Callable[[str], None] = print, cost_cache: Path | str | None = None) -> dict[str, Any] | None:
@@ -153,14 +166,17 @@ def prune_checkpoint(ckpt: Path | str, cfg: PruneConfig, out: Path | str, work_d
     if out.exists() and Path(ckpt).exists() and out.samefile(ckpt):
         raise BnnflowError(f"--out {out}: is the checkpoint being pruned; give another file name")
     source = checkpoint.read_raw(ckpt)
-    pruner = Pruner(source, cfg, work_dir if work_dir is not None else default_work_dir(out), log, cost_cache)
-    if resume:
-        if not pruner.resume():
-            log(f"no {pruner.state_path} yet: starting from the first stage")
-    done_before = pruner.done
-    if not pruner.run(max_stages):
-        log(f"stopped after stage {pruner.done}/{len(pruner.stages)}; continue with --resume")
-        return None
-    left = None if max_stages is None else max_stages - (pruner.done - done_before)
-    return finish(pruner, str(ckpt), out, log, resume, left)
+    # Locked: two runs into one --out share the work folder and would both write its state.pt.
+    with outdir.writing(work_dir if work_dir is not None else default_work_dir(out), "--work-dir") as work:
+        pruner = Pruner(source, cfg, work, log, cost_cache)
+        limit_training_set(pruner)
+        if resume:
+            if not pruner.resume():
+                log(f"no {pruner.state_path} yet: starting from the first stage")
+        done_before = pruner.done
+        if not pruner.run(max_stages):
+            log(f"stopped after stage {pruner.done}/{len(pruner.stages)}; continue with --resume")
+            return None
+        left = None if max_stages is None else max_stages - (pruner.done - done_before)
+        return finish(pruner, str(ckpt), out, log, resume, left)
 
