@@ -93,12 +93,19 @@ def check_finite(model: Any, path: Path) -> None:
 
     graph = model.graph
     hint = "e.g. a training run that diverged; export the network again from finite weights"
-    consts = {}
+    consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:  # first: an infinite scale has a known cause worth naming
+        if node.op_type in ("Quant", "BipolarQuant") and len(node.input) > 1 and node.input[1] in consts \
+                and np.isinf(consts[node.input[1]]).any():
+            raise BnnflowError(
+                f"{path}: quantizer {node.name} has an infinite scale, as Brevitas gives a 1-bit integer weight "
+                "quantizer (weight_bit_width=1 on the default Int8WeightPerTensorFloat divides by the largest "
+                "1-bit narrow-range integer, 0); use a binary one (weight_quant=SignedBinaryWeightPerTensorConst) "
+                "and export again")
     for init in graph.initializer:
-        arr = numpy_helper.to_array(init)
+        arr = consts[init.name]
         if _nonfinite(arr):
             raise BnnflowError(f"{path}: weights are not finite (NaN or infinite values in {init.name}); {hint}")
-        consts[init.name] = arr
     for node in graph.node:
         for a in node.attribute:
             if a.type == AttributeProto.FLOAT:
@@ -198,7 +205,6 @@ def _prepare_qonnx(src: Path, dest: Path) -> BuildInput:
     from qonnx.util.cleanup import cleanup_model
 
     model = load_qonnx(src)
-    check_finite(model, src)
     inputs = [i.name for i in model.graph.input if model.get_initializer(i.name) is None]
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise BnnflowError(f"{src}: the graph has {len(inputs)} inputs and {len(model.graph.output)} "
@@ -208,6 +214,7 @@ def _prepare_qonnx(src: Path, dest: Path) -> BuildInput:
     except Exception as exc:
         raise BnnflowError(f"{src}: qonnx cannot clean up this graph ({str(exc)[:200]})") from None
     check_w1a1(model, src)
+    check_finite(model, src)  # after the layer checks: an unsupported net is told that first
     res = BuildInput(path=dest, kind="qonnx", source=src)
     if model.get_tensor_datatype(model.graph.input[0].name) == DataType["FLOAT32"]:
         model = cleanup_model(_add_uint8_front(model))

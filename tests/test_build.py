@@ -164,16 +164,29 @@ def test_unsupported_layer(tmp_path: Path) -> None:
     _fails(src, tmp_path, r"unsupported layer type\(s\).*Tanh")
 
 
+def test_integer_1bit_weight_quantizer_is_named(tmp_path: Path) -> None:
+    """weight_bit_width=1 on Brevitas' default integer quantizer exports an infinite scale: the error
+    says so and names the binary quantizer to use, before FINN runs."""
+    from brevitas.export import export_qonnx
+    from brevitas.nn import QuantIdentity, QuantLinear
+
+    net = torch.nn.Sequential(QuantIdentity(bit_width=1), QuantLinear(16, 10, bias=False, weight_bit_width=1))
+    src = tmp_path / "int1.onnx"
+    export_qonnx(net.eval(), input_t=torch.rand(1, 16), export_path=str(src))
+    _fails(src, tmp_path, r"int1.onnx: quantizer .* has an infinite scale.*SignedBinaryWeightPerTensorConst")
+
+
 def test_zero_padding_of_binary_activations_is_refused(tmp_path: Path) -> None:
     """A user's Brevitas net with padding=1 on 1-bit activations: FINN would pad its bits with -1."""
     from brevitas.export import export_qonnx
     from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
+    from brevitas.quant import SignedBinaryWeightPerTensorConst as Binary
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        QuantIdentity(bit_width=1), QuantConv2d(3, 8, 3, padding=1, bias=False, weight_bit_width=1),
+        QuantIdentity(bit_width=1), QuantConv2d(3, 8, 3, padding=1, bias=False, weight_quant=Binary),
         torch.nn.BatchNorm2d(8), QuantIdentity(bit_width=1), torch.nn.Flatten(),
-        QuantLinear(8 * 8 * 8, 10, bias=False, weight_bit_width=1))
+        QuantLinear(8 * 8 * 8, 10, bias=False, weight_quant=Binary))
     src = tmp_path / "zero_pad.onnx"
     export_qonnx(net.eval(), input_t=torch.rand(1, 3, 8, 8), export_path=str(src))
     _fails(src, tmp_path, r"zero_pad.onnx: not supported: the 3x3 convolution on the 8x8x3 binary feature map "
