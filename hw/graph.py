@@ -166,20 +166,40 @@ def _layers_of(model: Any, source: str) -> list[Layer]:
     return layers
 
 
-def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) -> HWGraph:
-    """Read the accelerator graph, wrapped in the software nodes of ``parent_path`` if given."""
+def read_model(path: Path) -> Any:
+    """The ONNX file ``path`` as a qonnx ModelWrapper; a damaged file is one error naming it."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    accel_path = Path(accel_path)
     try:
-        accel = ModelWrapper(str(accel_path))
-    except Exception as exc:
-        raise BnnflowError(f"{accel_path}: cannot read ONNX model ({exc})") from exc
+        return ModelWrapper(str(path))
+    except Exception as exc:  # protobuf's DecodeError, onnx's and OSError alike
+        raise BnnflowError(f"{path}: cannot read ONNX model ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); rebuild into a new --out") from None
+
+
+def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) -> HWGraph:
+    """Read the accelerator graph, wrapped in the software nodes of ``parent_path`` if given.
+
+    The graphs are files in a build folder, which may be damaged or hand-edited: a
+    graph that parses as ONNX but lacks what a FINN build writes (a tensor's shape or
+    datatype, a node attribute) is one error naming the files, not a traceback.
+    """
+    try:
+        return _load_graph(Path(accel_path), parent_path)
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+        files = " and ".join(str(f) for f in (parent_path, accel_path) if f is not None)
+        raise BnnflowError(f"{files}: not a FINN accelerator graph as bnnflow build writes it ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the graph is damaged: rebuild "
+                           "into a new --out") from None
+
+
+def _load_graph(accel_path: Path, parent_path: Path | str | None) -> HWGraph:
+    accel = read_model(accel_path)
     layers = _layers_of(accel, str(accel_path))
     model = accel
     source = str(accel_path)
     if parent_path is not None:
-        parent = ModelWrapper(str(parent_path))
+        parent = read_model(Path(parent_path))
         sdp = [n for n in parent.graph.node if n.op_type == "StreamingDataflowPartition"]
         if len(sdp) != 1:
             raise BnnflowError(f"{parent_path}: expected one StreamingDataflowPartition, found {len(sdp)}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from bnnflow.errors import BnnflowError
 from hw.build_dir import BuildDir
+from hw.graph import read_model
 
 SDP_PREFIX_SEP = "_"
 
@@ -30,8 +31,8 @@ def _golden_model(build: BuildDir) -> tuple[Any, str]:
     if build.golden is None:
         raise BnnflowError(f"{build.root}: no {build.golden} HW graph to run FINN's execution on")
     if build.parent is None:
-        return ModelWrapper(str(build.golden)), ""
-    parent = ModelWrapper(str(build.parent))
+        return read_model(build.golden), ""
+    parent = read_model(build.parent)
     parent = ModelWrapper(copy.deepcopy(parent.model))
     sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
     inst = getCustomOp(sdp)
@@ -53,7 +54,14 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
     in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
     outs, seen = [], {}
     for i in range(len(x)):
-        ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)}, return_full_exec_context=intermediates)
+        try:
+            ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)},
+                               return_full_exec_context=intermediates)
+        except Exception as exc:  # FINN's and onnxruntime's errors on a damaged graph, of many types
+            files = " and ".join(str(f) for f in (build.parent, build.golden) if f is not None)
+            raise BnnflowError(f"{files}: FINN's execute_onnx cannot run the graph ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the graph is damaged: "
+                               "rebuild into a new --out, or run sim with --finn-limit 0") from None
         outs.append(ctx[out_name])
         if intermediates:
             for name, v in ctx.items():
