@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.metadata import metadata
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
@@ -188,8 +188,11 @@ def test_supported_versions_are_finn_plus_own() -> None:
     """The Vivado versions doctor accepts and the FIFO strategies bnnflow offers are finn-plus 1.6.1's."""
     from finn.builder.build_dataflow_config import AutoFIFOSizingMethod, DataflowBuildConfig
 
-    readme = metadata("finn-plus").get_payload()
-    said = re.search(r"Vivado, Vitis, and Vitis HLS \(([^)]+)\)", readme).group(1)
+    dist = distribution("finn-plus")
+    readme = dist.read_text("METADATA") or ""
+    found = re.search(r"Vivado, Vitis, and Vitis HLS \(([^)]+)\)", readme)
+    assert found, f"{dist.locate_file('')}: METADATA ({len(readme)} characters) names no Vivado versions"
+    said = found.group(1)
     assert tuple(said.split(" or ")) == doctor.SUPPORTED_XILINX
     assert sorted(fifo.STRATEGIES) == sorted(m.value for m in AutoFIFOSizingMethod)
     assert DataflowBuildConfig().auto_fifo_strategy.value == fifo.DEFAULT_STRATEGY
