@@ -135,6 +135,24 @@ def run_harness(exe: Path, cwd: Path, words: np.ndarray, n_out: int, out_bytes: 
     return got, stats
 
 
+def hw_order(inst: Any, y: np.ndarray) -> np.ndarray:
+    """``y`` (a node's output in FINN's Python layout) in the order the node's HDL streams it.
+
+    A depthwise sliding-window generator streams each SIMD-wide channel group's
+    whole window before the next group (channel folds outside the kernel
+    positions), where FINN's Python model keeps the im2col order (kernel
+    positions outside the channels); FINN's downstream depthwise layers read the
+    former in hardware and the latter in Python, so both are right in their own
+    world and the co-simulation compares in the hardware's.
+    """
+    if not inst.onnx_node.op_type.startswith("ConvolutionInputGenerator") or not inst.get_nodeattr("depthwise"):
+        return y
+    k = int(np.prod(inst.get_nodeattr("ConvKernelDim")))
+    ch, simd = int(inst.get_nodeattr("IFMChannels")), int(inst.get_nodeattr("SIMD"))
+    lead = y.shape[:-1]
+    return y.reshape(*lead, k, ch // simd, simd).swapaxes(-3, -2).reshape(y.shape)
+
+
 def drive(inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int = GAP_PCT,
           stall_pct: int = STALL_PCT) -> NodeResult:
     """Feed ``x`` (the node's input, N images in FINN's normal layout) through the node's HDL and
@@ -150,6 +168,7 @@ def drive(inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int =
     in_dt, out_dt = inst.get_input_datatype(0), inst.get_output_datatype(0)
     fin, fout = tuple(inst.get_folded_input_shape(0)), tuple(inst.get_folded_output_shape(0))
     n = len(x)
+    y = hw_order(inst, y)
     words_in = streams.to_words(x, fin, in_dt, ports.in_bytes)
     expected = streams.to_words(y, fout, out_dt, ports.out_bytes)
     per_word, bits = fout[-1], streams.stream_dtype(out_dt).bitwidth()
