@@ -33,3 +33,10 @@ class NotSupported(BnnflowError):
 
 class DoesNotFit(BnnflowError):
     """A network whose design exceeds the board's resources at every folding bnnflow tried."""
+
+
+def brief(exc: BaseException) -> str:
+    """``Type: first line`` of a library's exception, cut to 200 characters: enough to say what a
+    library found wrong in a user's file inside a one-line message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text.strip() else type(exc).__name__

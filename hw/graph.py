@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
-from bnnflow.errors import BnnflowError
+from bnnflow.errors import BnnflowError, brief
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -173,8 +173,7 @@ def read_model(path: Path) -> Any:
     try:
         return ModelWrapper(str(path))
     except Exception as exc:  # protobuf's DecodeError, onnx's and OSError alike
-        raise BnnflowError(f"{path}: cannot read ONNX model ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); rebuild into a new --out") from None
+        raise BnnflowError(f"{path}: cannot read ONNX model ({brief(exc)}); rebuild into a new --out") from None
 
 
 def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) -> HWGraph:
@@ -188,9 +187,8 @@ def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) ->
         return _load_graph(Path(accel_path), parent_path)
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         files = " and ".join(str(f) for f in (parent_path, accel_path) if f is not None)
-        raise BnnflowError(f"{files}: not a FINN accelerator graph as bnnflow build writes it ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the graph is damaged: rebuild "
-                           "into a new --out") from None
+        raise BnnflowError(f"{files}: not a FINN accelerator graph as bnnflow build writes it ({brief(exc)}); "
+                           "the graph is damaged: rebuild into a new --out") from None
 
 
 def _load_graph(accel_path: Path, parent_path: Path | str | None) -> HWGraph:

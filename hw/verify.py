@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnflow.errors import BnnflowError
+from bnnflow.errors import BnnflowError, brief
 from hw.build_dir import BuildDir
 from hw.graph import read_model
 
@@ -59,9 +59,8 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
                                return_full_exec_context=intermediates)
         except Exception as exc:  # FINN's and onnxruntime's errors on a damaged graph, of many types
             files = " and ".join(str(f) for f in (build.parent, build.golden) if f is not None)
-            raise BnnflowError(f"{files}: FINN's execute_onnx cannot run the graph ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); the graph is damaged: "
-                               "rebuild into a new --out, or run sim with --finn-limit 0") from None
+            raise BnnflowError(f"{files}: FINN's execute_onnx cannot run the graph ({brief(exc)}); the graph is "
+                               "damaged: rebuild into a new --out, or run sim with --finn-limit 0") from None
         outs.append(ctx[out_name])
         if intermediates:
             for name, v in ctx.items():
