@@ -430,10 +430,11 @@ def writing(out: Path | str, option: str = "--out") -> Iterator[Path]:
     """A folder written file by file (a report, a sweep, a training run): checked writable and locked
     for the block, so two runs into one folder do not interleave. The temporary files of atomic
     writes that killed runs left in it are removed first; a folder the block leaves empty that did
-    not exist before goes again (a failed run leaves nothing)."""
+    not exist before goes again (a failed run leaves nothing). SIGTERM and SIGHUP end the block like
+    Ctrl-C (:class:`Interrupted`), so a killed run releases its lock and says how it stopped."""
     out = Path(os.path.abspath(out))
     check_output_dir(out, option)
-    with Lock(out, option):
+    with signals_raise(), Lock(out, option):
         created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)

@@ -272,9 +272,6 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         wall += time.time() - t0
         row["wall_time_s"] = round(wall, 1)
         history.append(row)
-        held = f" held-out({len(holdout)}) {row['holdout_acc']:.4f}" if holdout is not None else ""
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}{held} test-acc({len(monitor_split)}) "
-            f"{row['test_acc']:.4f} [{wall:.0f}s]")
         meta = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
                 "device": str(device), "threads": torch.get_num_threads(), "history": history,
                 "accuracy": row["test_acc"], "n": len(monitor_split)}
@@ -290,6 +287,10 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
              "wall_time_s": wall, "optimizer": optimizer.state_dict(), "checkpoint": ckpt, "best": best},
             state_path,
         )
+        # printed once the epoch is saved: a run stopped after this line resumes after this epoch
+        held = f" held-out({len(holdout)}) {row['holdout_acc']:.4f}" if holdout is not None else ""
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}{held} test-acc({len(monitor_split)}) "
+            f"{row['test_acc']:.4f} [{wall:.0f}s]")
 
     if end_epoch < cfg.epochs:
         log(f"{cfg.arch}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with --resume "

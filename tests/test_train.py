@@ -202,3 +202,36 @@ def test_resume_refuses_other_options(tmp_path: Path) -> None:
         train(_cfg(2, seed=4), tmp_path / "run", resume=True, log=lambda _: None)
     with pytest.raises(BnnflowError, match="schedule has 2 epochs"):
         train(_cfg(3), tmp_path / "run", resume=True, log=lambda _: None)
+
+
+def test_sigterm_stops_a_run_with_one_line_and_frees_its_folder(tmp_path: Path) -> None:
+    """A run killed with SIGTERM (a job scheduler's stop, `kill`) says how it stopped and how to go on in
+    one line, releases the folder's lock, and resumes from the last finished epoch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    opts = ["--model", "tfc", "--epochs", "40", "--batch-size", "50", "--lr", "0.01", "--train-limit", "1500",
+            "--eval-limit", "500", "--seed", "3", "--holdout", "500"]
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "bnnflow.cli", "train", *opts, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the first finished epoch, then the signal in the middle of the second
+            if line.startswith("epoch 1/40"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err[-2000:]
+    assert "interrupted by SIGTERM" in err and "--resume" in err
+    assert not list(tmp_path.glob(".run.lock*")) and not list(out.glob("*.tmp*"))
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["epoch"] >= 1
+    resumed = train(_cfg(40), out, resume=True, log=lambda _: None, stop_after=1)  # the lock is free again
+    assert torch.load(out / "state.pt", weights_only=True)["epoch"] == state["epoch"] + 1 and resumed.is_file()
