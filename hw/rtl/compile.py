@@ -8,12 +8,22 @@ minute per node while running takes milliseconds, so executables are kept in
 module, the port header, the harness source, the compiler flags and
 Verilator's version: the same node in a second run (or in another build with
 the same parameters) is not compiled again, and any edit to a wrapper is.
-One finn-rtllib source needs a change Verilator 5.006 accepts:
+Verilator 5.006 (Debian bookworm's) is the first to keep unpacked structs
+unpacked (its changelog: "Support packed structs (#3802)"; before, it packed
+them all), and its C++ for an assignment pattern to one does not compile
+(``fmpadding.sv``'s ``buf_t``: ``no match for 'operator='``); ``--structs-packed``
+packs them as every Verilator before it did, which changes no bit of a struct
+that never leaves its module (finn-rtllib's never do). Two finn-rtllib sources
+need a change Verilator 5.006 accepts, made in a copy by :data:`VERILATOR_COMPAT`
+(the installed file stays as it is, and the swap is part of the cache key):
 ``dwc/hdl/vpc.sv`` (the width converter, also behind ``Reshape_rtl``) computes a
 parameter with a recursive constant function (``gcd``), which Verilator
-rejects; :data:`VERILATOR_COMPAT` swaps in the same Euclid loop written
-iteratively, in a copy (the installed file stays as it is, and the swap is
-part of the cache key).
+rejects, so the same Euclid loop is swapped in written iteratively; and
+``fifo/hdl/fifo.sv`` (``StreamingFIFO_rtl``) shifts its SRL with an
+unpacked-array concatenation of a slice (``{ idat, A[0:DEPTH_IMPL-2] }``),
+which Verilator 5.006 takes for an assignment pattern missing elements, so
+the same shift is written element by element. :data:`SIMULATION_ONLY` names
+the listed files the HDL instantiates only for FINN's own simulation.
 Memory files the HDL reads with ``$readmemh`` at start-up (thresholds) are read
 at run time from the node's code generation folder, so they are part of the
 run, not of the key.
@@ -39,13 +49,20 @@ EXE_NAME = "harness"
 # -O1: the harness runs a few images; a faster compile matters more than a faster simulation.
 CFLAGS = ("-O1", "-std=c++17")
 VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-j", "1", "--no-timing", "-Wno-fatal", "-Wno-lint",
-                   "-Wno-style", "-Wno-MULTIDRIVEN", "--x-assign", "0", "--x-initial", "0")
+                   "-Wno-style", "-Wno-MULTIDRIVEN", "--x-assign", "0", "--x-initial", "0", "--structs-packed")
 #: file name -> (text as finn-rtllib has it, the same function Verilator 5.006 can elaborate)
 VERILATOR_COMPAT = {
     "vpc.sv": ("\t\treturn (b == 0)? a : gcd(b, a % b);\n",
                "\t\tint unsigned  t;\n\t\twhile(b != 0) begin\n\t\t\tt = a % b;\n\t\t\ta = b;\n\t\t\tb = t;\n"
                "\t\tend\n\t\treturn a;\n"),
+    "fifo.sv": ("if(push)  A <= { idat, A[0:DEPTH_IMPL-2] };",
+                "if(push) begin\n\t\t\t\tA[0] <= idat;\n"
+                "\t\t\t\tfor(int unsigned  i = 1; i < DEPTH_IMPL; i++)  A[i] <= A[i-1];\n\t\t\tend"),
 }
+#: files FINN lists whose module its wrappers instantiate only under ``ifdef FINN_SIMULATION`` (undefined
+#: here): fifo_gauge.sv, the queue that stands in for fifo.sv in FINN's rtlsim, which Verilator 5.006 cannot
+#: parse. Left out, the hardware's own FIFO is what runs; a wrapper that did need it fails to elaborate.
+SIMULATION_ONLY = frozenset({"fifo_gauge.sv"})
 NO_VERILATOR = ("verilator not found on PATH: install it (Debian: `apt-get install verilator`, or `make "
                 "verilator` as root) to co-simulate the RTL layers")
 
@@ -95,7 +112,7 @@ def verilator() -> str:
     return exe
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def verilator_version() -> str:
     out = subprocess.run([verilator(), "--version"], capture_output=True, text=True, check=False)
     return out.stdout.strip()
@@ -130,6 +147,7 @@ def _compatible(path: Path, work: Path) -> Path:
 
 def compile_node(name: str, hdl: list[Path], top: str, ports: Ports) -> Compiled:
     """The harness executable for ``top`` (from the cache, else compiled into it atomically)."""
+    hdl = [path for path in hdl if path.name not in SIMULATION_ONLY]
     for path in hdl:
         if not path.is_file():
             raise BnnflowError(f"{path}: HDL file of node {name} is missing; rebuild with `bnnflow build` "

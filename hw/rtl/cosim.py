@@ -13,7 +13,7 @@ and mismatches are counted.
 
 Only node types in :data:`DRIVEN` (one input stream, one output stream, no
 AXI-lite) are driven; any other RTL node is reported ``not driven: <op_type>``
-(with the reason where one is known, :data:`VERILATOR_CANNOT`).
+(with the reason where one is known).
 """
 
 from __future__ import annotations
@@ -34,14 +34,7 @@ from hw.rtl.compile import Compiled, Ports, compile_node, verilator
 
 #: RTL node types whose stream behaviour the harness covers (FINN names, with the suffix).
 DRIVEN = frozenset({"Thresholding_rtl", "ConvolutionInputGenerator_rtl", "Reshape_rtl",
-                    "StreamingDataWidthConverter_rtl"})
-#: RTL node types whose finn-rtllib sources Verilator 5.006 (Debian bookworm's) cannot elaborate
-VERILATOR_CANNOT = {
-    "StreamingFIFO_rtl": "finn-rtllib's fifo.sv computes its geometry in an unpacked struct and assigns "
-                         "unpacked-array concatenations, which Verilator 5.006 rejects",
-    "FMPadding_rtl": "Verilator 5.006 elaborates finn-rtllib's fmpadding.sv but emits C++ that does not "
-                     "compile (an assignment to its packed buf_t struct)",
-}
+                    "StreamingDataWidthConverter_rtl", "FMPadding_rtl", "StreamingFIFO_rtl"})
 GAP_PCT = 30      # percent of cycles the source leaves empty before offering a word
 STALL_PCT = 30    # percent of cycles the sink holds TREADY low
 IDLE_CYCLES = 20000  # cycles without any handshake before a run counts as hung
@@ -90,10 +83,10 @@ def _finn_settings() -> None:
 def why_not_driven(inst: Any) -> str | None:
     """None when the harness can drive this RTL node, else the report's reason."""
     op = inst.onnx_node.op_type
-    if op in VERILATOR_CANNOT:
-        return f"not driven: {op} ({VERILATOR_CANNOT[op]})"
     if op not in DRIVEN:
         return f"not driven: {op}"
+    if op == "StreamingFIFO_rtl" and inst.get_nodeattr("impl_style") != "rtl":
+        return f"not driven: {op} (impl_style {inst.get_nodeattr('impl_style')}: FINN's FIFO-sizing gauge, no hardware)"
     intf = inst.get_verilog_top_module_intf_names()
     if len(intf["s_axis"]) != 1 or len(intf["m_axis"]) != 1 or intf.get("axilite") or intf.get("aximm"):
         return f"not driven: {op} (needs streams or AXI ports beyond one input and one output)"
