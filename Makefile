@@ -60,9 +60,8 @@ report: $(STAMP)
 	@test -f $(CNV_PRUNED) || { echo "make report: $(CNV_PRUNED) not found (the shipped pruned CNV; create it with bnnflow prune, or point CNV_PRUNED at a pruned checkpoint)"; exit 2; }
 	$(BIN)/bnnflow build $(CNV) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_unpruned
 	$(BIN)/bnnflow build $(CNV_PRUNED) --board $(BOARD) --target-fps $(TARGET_FPS) --out $(OUT)/report/cnv_pruned
-	for b in cnv_unpruned cnv_pruned; do \
-	  $(BIN)/bnnflow sim $(OUT)/report/$$b --json > $(OUT)/report/$$b/sim.json.tmp && \
-	  mv $(OUT)/report/$$b/sim.json.tmp $(OUT)/report/$$b/sim.json || exit 1; done
+	$(BIN)/bnnflow sim $(OUT)/report/cnv_unpruned
+	$(BIN)/bnnflow sim $(OUT)/report/cnv_pruned
 	$(BIN)/bnnflow report $(OUT)/report/cnv_unpruned $(OUT)/report/cnv_pruned --labels unpruned,pruned --out $(REPORT_OUT)
 	$(BIN)/bnnflow sweep $(CNV) $(CNV_PRUNED) --labels unpruned,pruned --board $(BOARD) --fps $(SWEEP_FPS) --out $(OUT)/report/sweep
 	mkdir -p $(REPORT_OUT)/sweep

@@ -17,7 +17,6 @@ import os
 import time
 
 import numba
-import numpy as np
 import torch
 
 from bnnflow import data

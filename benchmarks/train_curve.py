@@ -10,6 +10,7 @@ that chooses the epoch kept) and on the first ``eval_limit`` test images
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for path, label in zip(a.runs, labels):
+    if len(labels) != len(a.runs):
+        sys.exit(f"--labels names {len(labels)} runs, {len(a.runs)} given")
+    for path, label in zip(a.runs, labels, strict=True):
         rows, cfg = history(path)
         ep = [r["epoch"] for r in rows]
         if rows and "holdout_acc" in rows[0]:

@@ -46,7 +46,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(2)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| checkpoint | model | widths | test accuracy | n | = stored | epochs | train wall time | eval s | how it was made |")
+    print("| checkpoint | model | widths | test accuracy | n | = stored | epochs | train wall time | eval s "
+          "| how it was made |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted(models.ZOO_DIR.glob("*.pt")):
         model, meta = checkpoint.load(path)

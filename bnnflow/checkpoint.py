@@ -194,8 +194,8 @@ def read_train_state(path: Path | str, state_format: str, map_location: Any = "c
         raise BnnflowError(f"{path}: not a readable training state ({type(exc).__name__}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != state_format:
         raise BnnflowError(f"{path}: not a bnnflow training state; {hint}")
-    want = {"config": dict, "epoch": int, "history": list, "wall_time_s": (int, float), "optimizer": dict,
-            "checkpoint": dict}
+    want: dict[str, type | tuple[type, ...]] = {"config": dict, "epoch": int, "history": list,
+                                                "wall_time_s": (int, float), "optimizer": dict, "checkpoint": dict}
     for key, typ in want.items():
         if not isinstance(state.get(key), typ):
             got = "missing" if key not in state else f"a {type(state[key]).__name__}"

@@ -3,6 +3,10 @@
 Each subcommand parses its options and calls one stage function; the same
 functions are what the tests call. A :class:`BnnflowError` is printed as one
 line ``bnnflow: error: ...`` with exit status 2.
+
+The CLI is the top of the import graph: it imports every stage's ``cli``
+module (each lists its subcommands in ``COMMANDS``) and no stage imports it
+(``tests/test_contracts.py`` checks the layering).
 """
 
 from __future__ import annotations
@@ -13,21 +17,16 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import build_flows.cli
+import hw.cli
+import prune.cli
+import reports.cli
 from bnnflow import validate as v
 from bnnflow.errors import BnnflowError
 
 Handler = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {}
-
-
-def command(name: str, setup: Callable[[argparse.ArgumentParser], None]) -> Callable[[Handler], Handler]:
-    """Register a subcommand: ``setup`` adds its options, the decorated function runs it."""
-
-    def register(fn: Handler) -> Handler:
-        _COMMANDS[name] = (setup, fn)
-        return fn
-
-    return register
+#: a subcommand: its name, the function adding its options, the function running it
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Handler]
 
 
 def _print_json(obj: Any) -> None:
@@ -69,7 +68,6 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     _data_dir_option(p)
 
 
-@command("train", _train_opts)
 def _train(a: argparse.Namespace) -> int:
     """Train a zoo network (checkpoint every epoch, --resume)."""
     from bnnflow import outdir
@@ -122,7 +120,6 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     return info
 
 
-@command("info", _info_opts)
 def _info(a: argparse.Namespace) -> int:
     """Show what a checkpoint holds: model, widths, accuracy, pruning."""
     info = checkpoint_info(a.checkpoint)
@@ -146,7 +143,6 @@ def _eval_opts(p: argparse.ArgumentParser) -> None:
     _data_dir_option(p)
 
 
-@command("eval", _eval_opts)
 def _eval(a: argparse.Namespace) -> int:
     """Measure a checkpoint's test-set accuracy."""
     from bnnflow import checkpoint, data
@@ -165,16 +161,11 @@ def _eval(a: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- entry point
-def _load_plugins() -> None:
-    """Import the modules that register the later pipeline stages' subcommands."""
-    import importlib
-
-    for name in ("prune.cli", "build_flows.cli", "hw.cli", "reports.cli"):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+#: every subcommand, in the pipeline's order
+COMMANDS: list[Command] = [
+    ("train", _train_opts, _train), ("info", _info_opts, _info), ("eval", _eval_opts, _eval),
+    *prune.cli.COMMANDS, *build_flows.cli.COMMANDS, *hw.cli.COMMANDS, *reports.cli.COMMANDS,
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -185,10 +176,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    _load_plugins()
     p = _Parser(prog="bnnflow", description="Train, prune, compile (FINN) and simulate binary neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, (setup, fn) in _COMMANDS.items():
+    for name, setup, fn in COMMANDS:
         sp = sub.add_parser(name, help=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else None)
         setup(sp)
         sp.set_defaults(handler=fn)

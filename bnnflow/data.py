@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bnnflow.errors import DataError
-from bnnflow.files import CACHE_ENV, atomic_path, cache_dir, sha256_file
+from bnnflow.files import atomic_path, cache_dir, sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "BNNFLOW_DATA_DIR"
@@ -43,7 +43,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, n: int | None) -> "Split":
+    def subset(self, n: int | None) -> Split:
         """The first ``n`` samples (all if ``n`` is None), for quick runs."""
         if n is None or n >= len(self):
             return self
@@ -154,7 +154,7 @@ def _decode_cifar_tar(path: Path) -> dict[str, np.ndarray]:
                 try:
                     img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
                 except Exception as exc:  # PIL raises many types for bad JPEG data
-                    raise DataError(f"{path}: member {member.name} is not a JPEG ({exc}); {hint}")
+                    raise DataError(f"{path}: member {member.name} is not a JPEG ({exc}); {hint}") from None
                 if img.shape != (32, 32, 3):
                     raise DataError(f"{path}: member {member.name} has shape {img.shape}, not 32x32x3")
                 found[parts[-3]].append((member.name, CIFAR10_CLASSES.index(parts[-2]), img))
@@ -181,7 +181,7 @@ def _load_cifar10(root: Path, split: str) -> Split:
     if not cached.is_file():
         arrays = _decode_cifar_tar(path)
         with atomic_path(cached) as tmp, tmp.open("wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, allow_pickle=False, **arrays)  # plain numeric arrays; the loader refuses pickles
     try:
         with np.load(cached, allow_pickle=False) as z:
             images, labels = z[f"{split}_x"], z[f"{split}_y"]

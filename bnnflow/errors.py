@@ -3,6 +3,11 @@
 Every problem a user can cause (bad file, bad option) is raised as a
 :class:`BnnflowError`; the CLI prints its message in one line and exits 2
 instead of showing a traceback from deep inside a library.
+
+This module is the one leaf of the project's import graph: it imports
+nothing of the project, so every package (the model zoo below bnnflow's
+core included) raises these errors without an import cycle
+(``tests/test_contracts.py`` checks it).
 """
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from typing import Callable
+import torch
 
 from bnnflow.data import Split, batches
 from bnnflow.progress import progress

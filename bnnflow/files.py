@@ -8,11 +8,10 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bnnflow.errors import BnnflowError
-
 
 CACHE_ENV = "BNNFLOW_CACHE_DIR"
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -160,7 +161,7 @@ def _step_forward(
         return model, model, False
     channels_last = model.dataset == "cifar10"
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
     plain = fastpath.twin(model)
     step: Callable[[torch.Tensor], torch.Tensor] = torch.compile(plain) if cfg.compile else plain
     return step, plain, channels_last
@@ -272,7 +273,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         wall += time.time() - t0
         row["wall_time_s"] = round(wall, 1)
         history.append(row)
-        meta = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
+        meta: dict[str, Any] = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
                 "device": str(device), "threads": torch.get_num_threads(), "history": history,
                 "accuracy": row["test_acc"], "n": len(monitor_split)}
         improved = holdout is None or best is None or row["holdout_acc"] > best["holdout_acc"]

@@ -31,12 +31,10 @@ folding file is checked against the real node names), folding to estimates
 (repeated while lowering the target), code generation (then the hand-off is
 written), then, with Vivado, the rest.
 
-Layout of DIR (FINN's own): ``intermediate_models/<step>.onnx`` per step,
-``intermediate_models/dataflow_parent.onnx``, ``report/estimate_*.json``,
-``report/auto_folding_config.json`` (target FPS) or
-``report/applied_folding_config.json`` (folding file), ``build_dataflow.log``;
-plus ``model.onnx`` (the QONNX input that was built), ``codegen/`` (FINN's
-generated HLS/RTL code per layer), ``handoff/`` and ``manifest.json``.
+Layout of DIR: :mod:`build_flows.build_dir` (FINN's own, ``report/auto_folding_config.json``
+for a target FPS or ``report/applied_folding_config.json`` for a folding file,
+``build_dataflow.log``; plus bnnflow's ``model.onnx``, ``codegen/``,
+``handoff/`` and ``manifest.json``, a :class:`~build_flows.build_dir.Manifest`).
 
 No partial DIR: while FINN runs, DIR is a symbolic link to a hidden folder
 beside it (so every path FINN records names DIR); on success the link is
@@ -56,19 +54,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bnnflow import outdir, validate
-from bnnflow.files import atomic_path, sha256_file
 from bnnflow.errors import BnnflowError, DoesNotFit, NotSupported
+from bnnflow.files import atomic_path, sha256_file
 from bnnflow.progress import progress
 from build_flows import finn_env
 from build_flows.boards import Board, get_board
+from build_flows.build_dir import CODEGEN_DIR, GRAPH_OUTPUTS, INTERMEDIATE_DIR, MODEL_FILE, REPORT_DIR, Manifest
 from build_flows.fifo import DEFAULT_TIMEOUT_MIN, HARDWARE_STEP, FifoOptions, fifo_options
 from build_flows.folding import check_folding, lowered_target, over_budget, read_folding, utilization
 from build_flows.handoff import HANDOFF_DIR, write_handoff
 from build_flows.inputs import BuildInput, prepare_input
 from build_flows.steps import STEP_REPLACEMENTS
 
-CODEGEN_DIR = "codegen"
-MODEL_FILE = "model.onnx"
 FOLDING_FILE = "folding_config.json"
 FIFO_DEPTHS_FILE = "fifo_depths.json"
 DEPLOY_ZIP = "deploy.zip"
@@ -86,15 +83,15 @@ class BuildResult:
     """Where the build is and FINN's headline estimates."""
 
     out_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def estimated_fps(self) -> float:
-        return float(self.manifest["estimates"]["estimated_throughput_fps"])
+        return float(self.manifest.estimates["estimated_throughput_fps"])
 
     @property
     def totals(self) -> dict[str, float]:
-        return dict(self.manifest["estimates"]["totals"])
+        return dict(self.manifest.estimates["totals"])
 
 
 def step_lists() -> tuple[list[str], list[str]]:
@@ -185,13 +182,13 @@ class _Runner:
         self.bar.close()
         logfile = Path(self.cfg.output_dir) / "build_dataflow.log"
         logfile.write_text("".join(self.log))
-        (Path(self.cfg.output_dir) / "report" / "time_per_step.json").write_text(
+        (Path(self.cfg.output_dir) / REPORT_DIR / "time_per_step.json").write_text(
             json.dumps({**self.durations, "total_build_time": round(sum(self.durations.values()), 3)}, indent=2))
 
 
 def _estimates(out: Path, board: Board) -> dict[str, Any]:
-    res = _read_json(out / "report" / "estimate_layer_resources.json")
-    perf = _read_json(out / "report" / "estimate_network_performance.json")
+    res = _read_json(out / REPORT_DIR / "estimate_layer_resources.json")
+    perf = _read_json(out / REPORT_DIR / "estimate_network_performance.json")
     totals = {k: float(v) for k, v in res["total"].items()}
     return {**perf, "totals": totals, "utilization": utilization(totals, board)}
 
@@ -328,7 +325,7 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
             from qonnx.core.modelwrapper import ModelWrapper
             from qonnx.transformation.general import GiveUniqueNodeNames
 
-            graph = ModelWrapper(str(out / "intermediate_models" / f"{LAST_BEFORE_FOLDING}.onnx"))
+            graph = ModelWrapper(str(out / INTERMEDIATE_DIR / f"{LAST_BEFORE_FOLDING}.onnx"))
             check_folding(fold_cfg, graph.transform(GiveUniqueNodeNames()), folding)
         est, tries = _fold_to_budget(runner, out, b, target_fps, lower_to_fit)
         codegen_step = free_steps[-1]
@@ -342,54 +339,50 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         runner.finish()
         manifest = _manifest(inp, src, b, clock_ns, target_fps, folding, lower_to_fit, tries, est, runner,
                              vivado, vivado_steps, started, time.perf_counter() - t0, fifo, checks)
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        manifest.write(out)
     return BuildResult(out_dir=out, manifest=manifest)
 
 
 def _folding_applied(target_fps: float | None) -> str:
     """FINN's report of the folding it applied (auto-folding for a target FPS, else the folding file)."""
-    return "report/auto_folding_config.json" if target_fps else "report/applied_folding_config.json"
+    return f"{REPORT_DIR}/{'auto' if target_fps else 'applied'}_folding_config.json"
 
 
 def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_fps: float | None,
               folding: Path | None, lower_to_fit: bool, tries: list[dict[str, Any]], est: dict[str, Any],
               runner: _Runner, vivado: bool, vivado_steps: list[str], started: datetime,
-              wall_s: float, fifo: FifoOptions, checks: list[Any]) -> dict[str, Any]:
-    """What bnnflow records about a build (DIR/manifest.json)."""
+              wall_s: float, fifo: FifoOptions, checks: list[Any]) -> Manifest:
+    """What bnnflow records about a build (DIR/manifest.json); the checkpoint's accuracy and pruning
+    go in so that readers need not reopen it."""
     ran = list(runner.durations)
-    m: dict[str, Any] = {
-        "format": "bnnflow-build", "version": 1,
-        "input": str(src.absolute()), "input_kind": inp.kind, "input_sha256": sha256_file(src),
-        "board": board.name, "part": board.part, "capacity": board.capacity, "clock_ns": clock_ns,
-        "target_fps": target_fps, "target_fps_used": tries[-1]["target_fps"],
-        "lower_to_fit": lower_to_fit, "folding_tries": tries,
-        "folding_file": str(folding.absolute()) if folding else None,
-        "folding_file_sha256": sha256_file(folding) if folding else None,
-        "folding_applied": _folding_applied(target_fps),
-        "dataset": inp.dataset, "arch": inp.arch, "widths": inp.widths,
-        "accuracy": inp.meta.get("accuracy"), "accuracy_n": inp.meta.get("n"),
-        "pruning": inp.meta.get("pruning"), "export_check": inp.export, "input_notes": inp.notes,
-        "steps": [{"name": s, "seconds": runner.durations[s]} for s in ran],
-        "estimates": est,
-        "vivado": vivado,
-        "doctor": [c.line() for c in checks],
-        "fifo": fifo.record(),
-        "skipped": [] if vivado else [{"steps": vivado_steps, "reason": "Vivado/Vitis HLS not found"}],
-        "outputs": {
-            "qonnx_input": MODEL_FILE,
-            "hw_graph_before_specialization": "intermediate_models/step_create_dataflow_partition.onnx",
-            "parent_graph": "intermediate_models/dataflow_parent.onnx",
-            "final_graph": f"intermediate_models/{ran[-1]}.onnx",
+    return Manifest(
+        input=str(src.absolute()), input_kind=inp.kind, input_sha256=sha256_file(src),
+        board=board.name, part=board.part, capacity=board.capacity, clock_ns=clock_ns,
+        target_fps=target_fps, target_fps_used=tries[-1]["target_fps"],
+        lower_to_fit=lower_to_fit, folding_tries=tries,
+        folding_file=str(folding.absolute()) if folding else None,
+        folding_file_sha256=sha256_file(folding) if folding else None,
+        folding_applied=_folding_applied(target_fps),
+        dataset=inp.dataset, arch=inp.arch, widths=inp.widths,
+        accuracy=inp.meta.get("accuracy"), accuracy_n=inp.meta.get("n"),
+        pruning=inp.meta.get("pruning"), export_check=inp.export, input_notes=inp.notes,
+        steps=[{"name": s, "seconds": runner.durations[s]} for s in ran],
+        estimates=est,
+        vivado=vivado,
+        doctor=[c.line() for c in checks],
+        fifo=fifo.record(),
+        skipped=[] if vivado else [{"steps": vivado_steps, "reason": "Vivado/Vitis HLS not found"}],
+        outputs={
+            **GRAPH_OUTPUTS,
+            "final_graph": f"{INTERMEDIATE_DIR}/{ran[-1]}.onnx",
             "codegen_dir": CODEGEN_DIR,
-            "reports": "report",
+            "reports": REPORT_DIR,
             "handoff": HANDOFF_DIR,
             **({"deployment_zip": DEPLOY_ZIP} if vivado else {}),
         },
-        "tools": finn_env.tool_versions(),
-        "finn_steps_replaced": {name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
-                                for name, fn in runner.replaced.items() if name in ran},
-        "started_utc": started.isoformat(timespec="seconds"), "wall_time_s": round(wall_s, 2),
-    }
-    if inp.kind == "checkpoint":
-        m["checkpoint"] = str(src.absolute())
-    return m
+        tools=finn_env.tool_versions(),
+        finn_steps_replaced={name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
+                             for name, fn in runner.replaced.items() if name in ran},
+        started_utc=started.isoformat(timespec="seconds"), wall_time_s=round(wall_s, 2),
+        checkpoint=str(src.absolute()) if inp.kind == "checkpoint" else None,
+    )

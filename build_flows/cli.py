@@ -6,9 +6,14 @@ import argparse
 from pathlib import Path
 
 from bnnflow import validate as v
-from bnnflow.cli import _data_dir_option, command
 from build_flows.boards import BOARDS
+from build_flows.build_dir import Manifest
 from build_flows.fifo import DEFAULT_STRATEGY, DEFAULT_TIMEOUT_MIN, STRATEGIES
+
+
+def _data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
 
 
 def _export_opts(p: argparse.ArgumentParser) -> None:
@@ -19,7 +24,6 @@ def _export_opts(p: argparse.ArgumentParser) -> None:
     _data_dir_option(p)
 
 
-@command("export", _export_opts)
 def _export(a: argparse.Namespace) -> int:
     """Export a checkpoint to QONNX (UINT8 input, TopK) and check it against Brevitas."""
     from bnnflow.files import check_output_file
@@ -59,7 +63,6 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
     _data_dir_option(p)
 
 
-@command("build", _build_opts)
 def _build(a: argparse.Namespace) -> int:
     """Compile a W1A1 network into a FINN dataflow accelerator for a PYNQ board."""
     from bnnflow.outdir import check_output_dir
@@ -75,24 +78,24 @@ def _build(a: argparse.Namespace) -> int:
     return 0
 
 
-def summary_lines(m: dict, out_dir: Path) -> list[str]:
+def summary_lines(m: Manifest, out_dir: Path) -> list[str]:
     """The short summary ``bnnflow build`` prints."""
-    est, cap = m["estimates"], m["capacity"]
+    est, cap = m.estimates, m.capacity
     t = est["totals"]
-    acc = m.get("accuracy")
-    lines = [f"{m['input']} -> {out_dir} ({m['board']}, {m['part']}, {1000.0 / m['clock_ns']:g} MHz)"]
+    acc = m.accuracy
+    lines = [f"{m.input} -> {out_dir} ({m.board}, {m.part}, {1000.0 / m.clock_ns:g} MHz)"]
     if acc is not None:
-        lines.append(f"  accuracy: {acc:.2%} on {m.get('accuracy_n')} {m.get('dataset')} test images (checkpoint)")
-    if m.get("export_check") and m["export_check"]["n"]:
-        e = m["export_check"]
+        lines.append(f"  accuracy: {acc:.2%} on {m.accuracy_n} {m.dataset} test images (checkpoint)")
+    if m.export_check and m.export_check["n"]:
+        e = m.export_check
         lines.append(f"  QONNX vs Brevitas: top-1 identical on {e['top1_agreement']:.1%} of {e['n']} "
                      f"{e['images']} images, max logit difference {e['max_logit_diff']:.3g}")
-    for note in m.get("input_notes", []):
+    for note in m.input_notes:
         lines.append(f"  input: {note}")
-    target = m["target_fps"]
-    if target is not None and m["target_fps_used"] != target:
-        lines.append(f"  target FPS lowered from {target:g} to {m['target_fps_used']:g} to fit the board")
-    used = m.get("target_fps_used") if target is not None else None
+    target = m.target_fps
+    if target is not None and m.target_fps_used != target:
+        lines.append(f"  target FPS lowered from {target:g} to {m.target_fps_used:g} to fit the board")
+    used = m.target_fps_used if target is not None else None
     if used is not None and float(est["estimated_throughput_fps"]) < float(used):
         lines.append(f"  WARNING target {float(used):,.0f} FPS not reached: FINN's folding reaches an estimated "
                      f"{est['estimated_throughput_fps']:,.0f} FPS (bottleneck {est['max_cycles_node_name']}); "
@@ -101,13 +104,13 @@ def summary_lines(m: dict, out_dir: Path) -> list[str]:
                  f"{est['max_cycles']:,} cycles), latency {est['estimated_latency_ns'] / 1000:,.1f} us")
     lines.append(f"  estimated resources: LUT {t.get('LUT', 0):,.0f}/{cap['LUT']:,}, "
                  f"BRAM18 {t.get('BRAM_18K', 0):,.0f}/{cap['BRAM_18K']:,}, DSP {t.get('DSP', 0):,.0f}/{cap['DSP']:,}")
-    lines.append(f"  outputs: {out_dir}/report/ (estimates), {out_dir}/{m['outputs']['codegen_dir']}/ "
+    lines.append(f"  outputs: {out_dir}/report/ (estimates), {out_dir}/{m.outputs['codegen_dir']}/ "
                  f"(generated code), {out_dir}/intermediate_models/, {out_dir}/manifest.json")
-    lines.append(f"  build time: {m['wall_time_s']:.1f} s")
-    for skip in m.get("skipped", []):
+    lines.append(f"  build time: {m.wall_time_s:.1f} s")
+    for skip in m.skipped:
         lines.append(f"  {skip['reason']}: stopped after code generation; these steps need Vivado: "
                      f"{', '.join(skip['steps'])}")
-        lines.append(f"  to continue on a Vivado machine: {out_dir}/{m['outputs']['handoff']}/README.md")
+        lines.append(f"  to continue on a Vivado machine: {out_dir}/{m.outputs['handoff']}/README.md")
     return lines
 
 
@@ -118,7 +121,6 @@ def _doctor_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("."), help="where builds go (for the disk space check)")
 
 
-@command("doctor", _doctor_opts)
 def _doctor(a: argparse.Namespace) -> int:
     """Check what a bitfile build needs here (Vivado, Vitis HLS, XSI, FINN's dependencies, board files, ...)."""
     from build_flows.doctor import run_checks
@@ -133,3 +135,7 @@ def _doctor(a: argparse.Namespace) -> int:
         return 1
     print(f"a bitfile build for {a.board} can start here")
     return 0
+
+
+#: the subcommands of this stage, for ``bnnflow.cli``: (name, options, handler)
+COMMANDS = [("export", _export_opts, _export), ("build", _build_opts, _build), ("doctor", _doctor_opts, _doctor)]

@@ -71,10 +71,12 @@ refused.
 from __future__ import annotations
 
 import copy
+import itertools
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from bnnflow.errors import BnnflowError, NotSupported
 from bnnflow.files import atomic_path
@@ -276,7 +278,7 @@ def split_groups(model: Any, n_groups: int, what: str) -> list[Any]:
     """The layer groups of a specialized HW graph (see the module docstring), checked to be a chain
     with ``n_groups`` MVAUs."""
     nodes = list(model.graph.node)
-    for prev, node in zip(nodes, nodes[1:]):
+    for prev, node in itertools.pairwise(nodes):
         extra = [i for i in node.input[1:] if model.get_initializer(i) is None]
         if node.input[0] != prev.output[0] or extra or len(prev.output) != 1:
             raise NotSupported(f"the FINN cost model for {what}: its HW graph is not a chain at {node.name}")
@@ -285,7 +287,7 @@ def split_groups(model: Any, n_groups: int, what: str) -> list[Any]:
         raise NotSupported(f"the FINN cost model for {what}: {len(cuts)} MVAUs in its HW graph, "
                            f"expected one per binary layer ({n_groups})")
     cuts[-1] = len(nodes)
-    return [_subgraph(model, lo, hi) for lo, hi in zip([0, *cuts[:-1]], cuts)]
+    return [_subgraph(model, lo, hi) for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True)]
 
 
 class CostModel:
@@ -455,7 +457,7 @@ class CostModel:
         nodes: dict[str, NodeEstimate] = {}
         members: dict[str, tuple[str, ...]] = {}
         count: dict[str, int] = {}
-        for layer, est in zip(self.names, groups):
+        for layer, est in zip(self.names, groups, strict=True):
             names = []
             for node in est.nodes:  # FINN's GiveUniqueNodeNames over the whole graph
                 name = f"{node.op_type}_{count.get(node.op_type, 0)}"

@@ -179,6 +179,25 @@ def check_vitis_hls(vivado: str | None) -> Check:
     return Check(name, OK, f"{version} ({exe})")
 
 
+#: what FINN's C++ simulation compiles and links against under XILINX_HLS (``compile_singlenode_code``)
+HLS_CSIM_FILES = ("include/ap_int.h", "include/hls_stream.h", "lnx64/lib/csim/libhlsmc++-GCC46.so")
+
+
+def check_hls_csim() -> Check:
+    """Vitis HLS's headers and C simulation library where FINN looks for them (``$XILINX_HLS``): what
+    ``bnnflow sim --cppsim`` needs beyond ``vitis_hls`` itself."""
+    name = "HLS C simulation"
+    root = os.environ.get("XILINX_HLS")
+    if not root:
+        return Check(name, MISSING, "XILINX_HLS unset: `source` Vitis HLS's settings64.sh (FINN compiles its C++ "
+                                    "simulation against $XILINX_HLS/include and $XILINX_HLS/lnx64)")
+    absent = [f for f in HLS_CSIM_FILES if not (Path(root) / f).is_file()]
+    if absent:
+        return Check(name, MISSING, f"XILINX_HLS={root} lacks {', '.join(absent)}: point it at a complete Vitis "
+                                    "HLS installation")
+    return Check(name, OK, f"headers and C simulation library under {root}")
+
+
 def check_xsi(vivado: str | None, settings: Any) -> Check:
     """FINN's XSI extension: built for this Vivado, or buildable by FINN at first use."""
     from finn.xsi.setup import check_prerequisites
@@ -264,7 +283,7 @@ def zynq_board_part(board: str) -> str:
     """The board part FINN's Zynq shell script asks Vivado for (``vendor:name:part0:version``)."""
     from finn.transformation.fpgadataflow.templates import custom_zynq_shell_template
 
-    branch = re.search(r'\$BOARD == "%s"\}(.*?)\}' % re.escape(board), custom_zynq_shell_template, re.S)
+    branch = re.search(rf'\$BOARD == "{re.escape(board)}"\}}(.*?)\}}', custom_zynq_shell_template, re.S)
     part = re.search(r"board_part (\S+)", branch.group(1)) if branch else None
     if part is None:
         raise BnnflowError(f"finn-plus's Zynq shell has no board part for {board}")

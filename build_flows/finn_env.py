@@ -39,8 +39,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 #: Placeholder for XILINX_VIVADO where Vivado is absent (work-around 2); never executed.
 VIVADO_PLACEHOLDER = "/opt/Xilinx/Vivado/2024.2"
@@ -94,8 +94,15 @@ def prepare(finn_build_dir: Path) -> None:
             finn.xsi.SimEngine = None  # work-around 1
         if not os.environ.get("XILINX_VIVADO"):
             os.environ["XILINX_VIVADO"] = VIVADO_PLACEHOLDER  # work-around 2
+    from finn.interface.interface_utils import resolve_module_path
     from finn.util import settings
 
+    # What FINN's CLI boot (`prepare_finn`) exports and FINN's generated scripts still read: the HLS IP
+    # generation Tcl and the C++ simulation's compile line name $FINN_CUSTOM_HLS (unset, g++ takes the
+    # next -I flag as the folder) and RTL file lists $FINN_RTLLIB.
+    os.environ.setdefault("FINN_RTLLIB", resolve_module_path("finn-rtllib"))
+    os.environ.setdefault("FINN_CUSTOM_HLS", resolve_module_path("custom_hls"))
+    os.environ.setdefault("XILINX_LOCAL_USER_DATA", "no")
     settings.initialize_dummy_settings()
 
 

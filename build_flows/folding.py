@@ -70,7 +70,7 @@ def read_folding(path: Path) -> dict[str, Any]:
         if name == "Defaults":
             for attr, value in attrs.items():
                 _defaults_entries(path, attr, value)
-    for name, attr, val in _mem_modes(cfg, path):
+    for name, _, val in _mem_modes(cfg, path):
         if val not in MEM_MODES:
             raise BnnflowError(
                 f"{path}: {name}: mem_mode {val!r} is not supported by bnnflow (the weights must be inside the "
@@ -85,7 +85,7 @@ def _defaults_entries(path: Path, attr: str, value: Any) -> list[tuple[Any, Any]
     if not isinstance(value, list) or not value or len(value) % 2:
         raise BnnflowError(f"{path}: Defaults: {attr} must be a list of value, op types pairs, e.g. {example}; "
                            f"got {value!r}")
-    pairs = list(zip(value[::2], value[1::2]))
+    pairs = list(zip(value[::2], value[1::2], strict=True))
     for _, ops in pairs:
         if not (isinstance(ops, str) or (isinstance(ops, list) and all(isinstance(o, str) for o in ops))):
             raise BnnflowError(f"{path}: Defaults: {attr}: the op types must be \"all\" or a list of op type "

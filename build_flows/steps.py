@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.infer_datatypes import InferDataTypes
@@ -182,8 +183,12 @@ def _streamline(model: ModelWrapper, cfg: Any) -> ModelWrapper:
 
     from build_flows.transforms import bipolar_padding as bp
     from build_flows.transforms.global_pool import LowerGlobalAveragePoolBeforeTopK, ReduceMeanToGlobalAveragePool
-    from build_flows.transforms.residual import (BinaryResidualToPopcountSum, MergeTwinThresholds,
-                                                 ResidualJoinToNHWC, SplitBipolarThresholdForks)
+    from build_flows.transforms.residual import (
+        BinaryResidualToPopcountSum,
+        MergeTwinThresholds,
+        ResidualJoinToNHWC,
+        SplitBipolarThresholdForks,
+    )
 
     model = model.transform(ReduceMeanToGlobalAveragePool())
     model = model.transform(BinaryResidualToPopcountSum())

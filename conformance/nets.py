@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from brevitas.core.restrict_val import RestrictValueType
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
 from torch import nn
 
 #: Conv widths drawn from: small, odd, prime, around powers of two, up to 70.
@@ -184,11 +184,14 @@ def build_net(spec: NetSpec) -> RandomNet:
             mod.weight.data.uniform_(-1.0, 1.0, generator=gen)
         if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             n = mod.num_features
+            mean, var = mod.running_mean, mod.running_var
+            if mean is None or var is None:  # torch allows BatchNorm without them; RandomNet's track them
+                raise ValueError(f"seed {spec.seed}: a BatchNorm has no running statistics")
             fan = _fan_in(net, mod)
             # A popcount-like pre-activation of fan-in F has mean 0 and std about sqrt(F).
             spread = max(fan, 1) ** 0.5
-            mod.running_mean.copy_(torch.randn(n, generator=gen) * spread)
-            mod.running_var.copy_((torch.rand(n, generator=gen) * 1.5 + 0.25) * fan)
+            mean.copy_(torch.randn(n, generator=gen) * spread)
+            var.copy_((torch.rand(n, generator=gen) * 1.5 + 0.25) * fan)
             gamma = torch.rand(n, generator=gen) * 1.5 + 0.1
             gamma[torch.rand(n, generator=gen) < 0.3] *= -1
             beta = torch.randn(n, generator=gen) * 0.5
@@ -196,7 +199,7 @@ def build_net(spec: NetSpec) -> RandomNet:
                 tiny = torch.rand(n, generator=gen) < 0.2
                 gamma[tiny] = gamma[tiny] * 1e-4
                 far = torch.rand(n, generator=gen) < 0.2
-                mod.running_mean[far] += torch.randn(int(far.sum()), generator=gen) * 10 * fan
+                mean[far] += torch.randn(int(far.sum()), generator=gen) * 10 * fan
                 beta[torch.rand(n, generator=gen) < 0.2] += torch.randn(1, generator=gen).item() * 20
             mod.weight.data.copy_(gamma)
             mod.bias.data.copy_(beta)

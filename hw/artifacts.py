@@ -52,7 +52,8 @@ class Mismatch:
     n_total: int
 
     def __str__(self) -> str:
-        return f"{self.layer}: {self.role} in {self.file} differ from the graph in {self.n_diff} of {self.n_total} values"
+        return (f"{self.layer}: {self.role} in {self.file} differ from the graph in {self.n_diff} of "
+                f"{self.n_total} values")
 
 
 # ---------------------------------------------------------------- low-level decoding

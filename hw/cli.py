@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from bnnflow import validate as v
-from bnnflow.cli import command
 from bnnflow.errors import BnnflowError
 from bnnflow.files import atomic_path, check_output_file
+from build_flows.build_dir import SIM_JSON
 
 NPY_MAGIC = b"\x93NUMPY"
-RTL_IMAGES = 3  # --rtl's default: each image streams through every RTL node's HDL in Verilator
+RTL_IMAGES = 3  # --rtl and --cppsim default: each image streams through every node's HDL or compiled C++
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
     p.add_argument("--limit", type=v.arg_int(1), default=None,
-                   help=f"first N test images (default: all; with --rtl {RTL_IMAGES})")
+                   help=f"first N test images (default: all; with --rtl or --cppsim {RTL_IMAGES})")
     p.add_argument("--from-artifacts", action="store_true",
                    help="take weights and thresholds from the generated files instead of the graph")
     p.add_argument("--finn-limit", type=v.arg_int(0), default=10,
@@ -38,9 +38,15 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtl", action="store_true",
                    help="co-simulate every RTL node's generated HDL with Verilator (random back-pressure) "
                         "against the simulator, bit for bit, instead of the accuracy run")
+    p.add_argument("--cppsim", action="store_true",
+                   help="run every HLS node in FINN's own C++ simulation (needs Vitis HLS and finn-hlslib: see "
+                        "`bnnflow doctor`) against the simulator, instead of the accuracy run")
     p.add_argument("--seed", type=v.arg_int(0, 2**31 - 1), default=0,
                    help="--rtl: seed of the input gaps and output back-pressure (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-save", action="store_true",
+                   help=f"do not write DIR/{SIM_JSON} (the accuracy `bnnflow report` shows), e.g. for a read-only "
+                        "build folder")
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -69,7 +75,6 @@ def _load_npy(path: Path) -> np.ndarray:
     return x
 
 
-@command("sim", _opts)
 def _sim(a: argparse.Namespace) -> int:
     """Simulate a build bit-exactly (test-set accuracy, agreement with FINN and PyTorch, cycles)."""
     from hw import run
@@ -78,10 +83,16 @@ def _sim(a: argparse.Namespace) -> int:
         import numba
 
         numba.set_num_threads(max(1, min(a.threads, numba.config.NUMBA_NUM_THREADS)))
+    if a.rtl and a.cppsim:
+        raise BnnflowError("--rtl and --cppsim are two runs: give one of them")
     if a.rtl:
         if a.input is not None or a.output is not None:
             raise BnnflowError("--rtl drives the RTL nodes with test images; it takes no --input/--output")
         return _rtl(a)
+    if a.cppsim:
+        if a.input is not None or a.output is not None:
+            raise BnnflowError("--cppsim runs the HLS nodes on test images; it takes no --input/--output")
+        return _cppsim(a)
     if a.input is not None or a.output is not None:
         if a.input is None or a.output is None:
             raise BnnflowError("--input and --output go together: `bnnflow sim DIR --input X.npy --output Y.npy`")
@@ -93,7 +104,7 @@ def _sim(a: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2) if a.json else f"wrote {a.output}: outputs {tuple(y.shape)}")
         return 0
     rep = run.sim_report(a.build_dir, a.data_dir, a.limit, a.from_artifacts, a.finn_limit, a.batch_size,
-                         a.wrap_accumulators)
+                         a.wrap_accumulators, save=not a.no_save)
     if a.json:
         print(json.dumps(rep, indent=2, sort_keys=True))
     else:
@@ -112,6 +123,10 @@ def _sim(a: argparse.Namespace) -> int:
                   f"{rep['images_with_accumulator_overflow']} images: {rep['accumulator_overflows']}")
         for m in rep["artifact_mismatches"]:
             print(f"  MISMATCH {m}")
+        if rep["artifact_mismatches"]:
+            print(f"  {SIM_JSON} not written: the generated files differ from the graph")
+        elif not a.no_save:
+            print(f"  wrote {a.build_dir / SIM_JSON} (the accuracy `bnnflow report` shows)")
     return 1 if rep["artifact_mismatches"] else 0
 
 
@@ -141,3 +156,23 @@ def _rtl(a: argparse.Namespace) -> int:
     print(f"  {rep['hls_nodes_not_cosimulated']} HLS nodes: checked against FINN's Python execution only "
           "(no HLS simulator without Vitis)")
     return 0 if rep["ok"] else 1
+
+
+def _cppsim(a: argparse.Namespace) -> int:
+    """``sim --cppsim``: one line per HLS node (or JSON); exit 1 on any mismatch."""
+    from hw import cppsim
+
+    rep = cppsim.cppsim_build(a.build_dir, a.data_dir, a.limit or RTL_IMAGES, a.from_artifacts)
+    if a.json:
+        print(json.dumps(rep, indent=2, sort_keys=True))
+        return 0 if rep["ok"] else 1
+    print(f"{rep['build']}: FINN's C++ simulation of the HLS nodes on {rep['images']} {rep['dataset']} test "
+          f"images (compiled in {rep['compile_s']} s)")
+    for r in rep["nodes"]:
+        print(f"  {r['node']:<36} {'ok' if r['ok'] else 'MISMATCH':<8} {r['elements']} elements, "
+              f"{r['mismatches']} mismatches; run {r['run_s']:.2f} s")
+    return 0 if rep["ok"] else 1
+
+
+#: the subcommands of this stage, for ``bnnflow.cli``: (name, options, handler)
+COMMANDS = [("sim", _opts, _sim)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onnx import helper
+from onnx import NodeProto, helper
 
 from bnnflow.errors import BnnflowError, brief
 
@@ -201,7 +201,9 @@ def _load_graph(accel_path: Path, parent_path: Path | str | None) -> HWGraph:
         sdp = [n for n in parent.graph.node if n.op_type == "StreamingDataflowPartition"]
         if len(sdp) != 1:
             raise BnnflowError(f"{parent_path}: expected one StreamingDataflowPartition, found {len(sdp)}")
-        before, after, seen = [], [], False
+        before: list[NodeProto] = []  # nodes on the CPU side of the accelerator
+        after: list[NodeProto] = []
+        seen = False
         for node in parent.graph.node:
             if node is sdp[0]:
                 seen = True

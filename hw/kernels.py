@@ -43,14 +43,15 @@ from bnnflow.files import cache_dir
 # as another user) could not, and a shared one would mix users. The cache goes to bnnflow's cache
 # folder instead, unless NUMBA_CACHE_DIR says where; set before the decorators below read it.
 if not os.environ.get("NUMBA_CACHE_DIR"):
-    numba.core.config.CACHE_DIR = str(cache_dir() / "numba")
+    # numba fills its config module at run time, so its types lack the setting
+    numba.core.config.CACHE_DIR = str(cache_dir() / "numba")  # type: ignore[attr-defined]
 
 INT16_EXACT = 2**15 - 1
 FLOAT32_EXACT = 2**24
 INT64_EXACT = 2**63
 
 
-def acc_dtype(bound: int) -> type:
+def acc_dtype(bound: int) -> type[np.number]:
     """Accumulator dtype that is exact for partial sums up to ``bound`` in magnitude.
 
     The narrowest that also holds ``bound + 1`` (thresholds are clipped to one
@@ -70,11 +71,11 @@ def acc_dtype(bound: int) -> type:
 
 
 @intrinsic
-def _popcount64(typingctx, x):  # type: ignore[no-untyped-def]
+def _popcount64(typingctx, x):
     """LLVM ``ctpop`` on a uint64 (one POPCNT/VPOPCNTQ instruction)."""
     sig = types.int64(types.uint64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):
         fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
         return builder.call(fn, args)
 

@@ -5,6 +5,7 @@ Both functions are what ``bnnflow sim`` and the tests call.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 
 from bnnflow import validate
 from bnnflow.errors import BnnflowError
+from bnnflow.files import atomic_write, check_writable_dir
+from build_flows.build_dir import BuildDir, open_build
 from hw import verify
 from hw.artifacts import DECODED_OPS, Mismatch, load_artifacts
-from hw.build_dir import BuildDir, open_build
 from hw.cycles import cycle_report
 from hw.graph import HWGraph, load_graph
 from hw.simulate import Simulator
@@ -71,12 +73,15 @@ def simulate_arrays(build_dir: Path | str, x: np.ndarray, from_artifacts: bool =
 
 def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit: int | None = None,
                from_artifacts: bool = False, finn_limit: int = 10, batch_size: int = 1000,
-               wrap_accumulators: bool = False) -> dict[str, Any]:
+               wrap_accumulators: bool = False, save: bool = False) -> dict[str, Any]:
     """Simulate the build on its data set's test images and compare with FINN and PyTorch.
 
     ``agree_with_finn`` is measured on the first ``finn_limit`` images (FINN's
     Python execution takes a fraction of a second per image),
     ``agree_with_torch`` on all of them when the build names its checkpoint.
+    With ``save`` the report is also written to ``DIR/sim.json`` (atomically), the hand-off to
+    ``bnnflow report``, unless the generated files differ from the graph (then the accuracy is
+    not the accelerator's).
     """
     from bnnflow import data
 
@@ -84,6 +89,8 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
     validate.count(finn_limit, "--finn-limit", 0)
     validate.count(batch_size, "--batch-size")
     ld = load(build_dir, from_artifacts, wrap_accumulators)
+    if save:
+        _check_saveable(ld.build)
     dataset = verify.dataset_of(ld.build)
     if dataset is None:
         raise BnnflowError(
@@ -139,4 +146,15 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
         cycles_match_finn=None if finn_cycles is None else
         all(int(finn_cycles.get(k, -1)) == v for k, v in cyc["layers"].items()),
     )
+    if save and not report["artifact_mismatches"]:
+        atomic_write(ld.build.sim_json, json.dumps(report, indent=2, sort_keys=True))
     return report
+
+
+def _check_saveable(build: BuildDir) -> None:
+    """Before simulating: ``sim.json`` can be written (not a minutes-long run that fails at the end)."""
+    try:
+        check_writable_dir(build.root, str(build.sim_json))
+    except BnnflowError:
+        raise BnnflowError(f"{build.sim_json}: cannot be written ({build.root} is not writable); make it "
+                           "writable, or simulate without saving the report: --no-save") from None

@@ -17,8 +17,9 @@ to the lower index).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 from qonnx.core.datatype import DataType
@@ -51,7 +52,7 @@ class Bits:
 class Windows:
     """Sliding windows of an NHWC tensor ``src``, laid out like FINN's im2col."""
 
-    src: Union[Bits, np.ndarray]
+    src: Bits | np.ndarray
     kh: int
     kw: int
     sh: int
@@ -68,7 +69,7 @@ class Windows:
         return v.reshape(v.shape[0], self.out_h, self.out_w, -1)
 
 
-Tensor = Union[np.ndarray, Bits, Windows]
+Tensor = np.ndarray | Bits | Windows
 
 
 def to_dense(t: Tensor) -> np.ndarray:
@@ -179,7 +180,7 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
             if key not in packed_w:
                 packed_w[key] = kernels.pack_xnor_weights(w, geo[0], geo[1])
             wp = packed_w[key]
-            if fused:
+            if fused and thr is not None:  # fused implies thr
                 t1 = np.broadcast_to(thr[:, 0], (mh,)).astype(np.int64)
                 words, overflow.counts = kernels.xnor_threshold_bits(xw, wp, t1, mw, *geo[2:],
                                                                      acc_lo, acc_hi, wrap)
@@ -188,21 +189,21 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
             acc = kernels.xnor_popcount(xw, wp, mw, *geo[2:])
             return [finish(acc.reshape((n,) + out_shape).astype(np.int64))]
         if isinstance(x, Windows):
-            src = to_dense(x.src).astype(adtype)
+            xi = to_dense(x.src).astype(adtype)
             geo = (x.kh, x.kw, x.sh, x.sw, x.dh, x.dw, x.out_h, x.out_w)
         else:
-            src = to_dense(x).reshape(n, -1, 1, mw).astype(adtype)
-            geo = (1, 1, 1, 1, 1, 1, src.shape[1], 1)
+            xi = to_dense(x).reshape(n, -1, 1, mw).astype(adtype)
+            geo = (1, 1, 1, 1, 1, 1, xi.shape[1], 1)
         key = geo[:2]
         if key not in packed_w:
             packed_w[key] = np.ascontiguousarray(w_int.reshape(geo[0], geo[1], -1, mh))
-        if fused:
+        if fused and thr is not None:  # fused implies thr
             t1 = np.clip(np.broadcast_to(thr[:, 0], (mh,)), -bound - 1, bound + 1).astype(adtype)
-            words, overflow.counts = kernels.int_conv_threshold_bits(src, packed_w[key], t1, *geo[2:],
+            words, overflow.counts = kernels.int_conv_threshold_bits(xi, packed_w[key], t1, *geo[2:],
                                                                      acc_lo, acc_hi, wrap)
             return [Bits(words.reshape((n,) + out_shape[:-1] + (words.shape[-1],)), mh,
                          bipolar=out_dt == "BIPOLAR")]
-        acc = kernels.int_conv(src, packed_w[key], *geo[2:]).astype(np.int64)
+        acc = kernels.int_conv(xi, packed_w[key], *geo[2:]).astype(np.int64)
         return [finish(acc.reshape((n,) + out_shape))]
 
     return run
@@ -487,9 +488,10 @@ class Simulator:
         for layer, run in self._plan:
             ins = [env[t] for t in layer.inputs]  # all written: graph.load_graph checks the dataflow
             outs = run(ins)
-            if layer.name in self._overflow:
-                self.overflows[layer.name] = self._overflow[layer.name].counts
-            for name, t in zip(layer.outputs, outs):
+            overflow = self._overflow.get(layer.name)
+            if overflow is not None and overflow.counts is not None:  # an MVAU's runner sets counts
+                self.overflows[layer.name] = overflow.counts
+            for name, t in zip(layer.outputs, outs, strict=True):
                 env[name] = t
                 if intermediates:
                     seen[name] = to_dense(t)
@@ -499,7 +501,8 @@ class Simulator:
     def predict(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Outputs for ``x`` in batches of ``batch_size`` (bounds memory, not speed), and
         per MVAU the per-image count of accumulator overflows."""
-        outs, ovf = [], {name: [] for name in self._overflow}
+        outs: list[np.ndarray] = []
+        ovf: dict[str, list[np.ndarray]] = {name: [] for name in self._overflow}
         for i in range(0, len(x), batch_size):
             outs.append(self.run(x[i: i + batch_size])[0])
             for name in ovf:

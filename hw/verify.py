@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from bnnflow.errors import BnnflowError, brief
-from hw.build_dir import BuildDir
+from build_flows.build_dir import BuildDir
 from hw.graph import read_model
 
 SDP_PREFIX_SEP = "_"
@@ -28,10 +28,6 @@ def _golden_model(build: BuildDir) -> tuple[Any, str]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    if build.golden is None:
-        raise BnnflowError(f"{build.root}: no {build.golden} HW graph to run FINN's execution on")
-    if build.parent is None:
-        return read_model(build.golden), ""
     parent = read_model(build.parent)
     parent = ModelWrapper(copy.deepcopy(parent.model))
     sdp = parent.get_nodes_by_op_type("StreamingDataflowPartition")[0]
@@ -58,8 +54,7 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
             ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)},
                                return_full_exec_context=intermediates)
         except Exception as exc:  # FINN's and onnxruntime's errors on a damaged graph, of many types
-            files = " and ".join(str(f) for f in (build.parent, build.golden) if f is not None)
-            raise BnnflowError(f"{files}: FINN's execute_onnx cannot run the graph ({brief(exc)}); the graph is "
+            raise BnnflowError(f"{build.parent} and {build.golden}: FINN's execute_onnx cannot run the graph ({brief(exc)}); the graph is "
                                "damaged: rebuild into a new --out, or run sim with --finn-limit 0") from None
         outs.append(ctx[out_name])
         if intermediates:
@@ -77,29 +72,15 @@ def top1(out: np.ndarray) -> np.ndarray:
 
 
 def checkpoint_of(build: BuildDir) -> Path | None:
-    """The bnnflow checkpoint the build was made from, if the manifest names one that exists."""
-    m = build.manifest
-    for key in ("checkpoint", "source_checkpoint", "input", "input_path", "source"):
-        v = m.get(key)
-        if isinstance(v, str) and v.endswith(".pt"):
-            p = Path(v)
-            if not p.is_absolute() and not p.exists():
-                p = build.root / p
-            if p.is_file():
-                return p
-    return None
+    """The checkpoint the build was made from (the manifest's ``checkpoint``), while it is still
+    there: the PyTorch reference of ``agree_with_torch``."""
+    path = build.manifest.checkpoint
+    return Path(path) if path is not None and Path(path).is_file() else None
 
 
 def dataset_of(build: BuildDir) -> str | None:
-    """The data set of the build's network (manifest, else its checkpoint)."""
-    if isinstance(build.manifest.get("dataset"), str):
-        return str(build.manifest["dataset"])
-    ck = checkpoint_of(build)
-    if ck is None:
-        return None
-    from bnnflow import checkpoint
-
-    return str(checkpoint.read_raw(ck)["dataset"])
+    """The data set of the build's network (None for a QONNX input: no test set to run)."""
+    return build.manifest.dataset
 
 
 def torch_top1(ckpt: Path, images: np.ndarray, batch_size: int = 500) -> np.ndarray:

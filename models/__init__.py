@@ -1,9 +1,14 @@
-"""The bnnflow model zoo: W1A1 Brevitas networks that FINN can compile."""
+"""The bnnflow model zoo: W1A1 Brevitas networks that FINN can compile.
+
+The zoo sits below bnnflow's core (checkpoints and training build on it):
+of the project it imports only itself and the leaf :mod:`bnnflow.errors`,
+for the one-line errors of :func:`build`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bnnflow.errors import BnnflowError
 from models.nets import CNV, LFC, NIN, SFC, TFC, VGG11, BinaryNet, ResNet18

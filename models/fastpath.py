@@ -22,7 +22,7 @@ Brevitas network; only the training steps run through the twin.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear
@@ -35,11 +35,11 @@ class _SignSTE(torch.autograd.Function):
     """Binary weight: sign with x == 0 -> +1, straight-through gradient."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 
@@ -47,12 +47,12 @@ class _ClampedSign(torch.autograd.Function):
     """Sign activation: sign with x == 0 -> +1, gradient passed where -1 <= x <= 1."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x.abs() <= 1.0)
         return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (inside,) = ctx.saved_tensors
         return grad * inside
 

@@ -53,6 +53,9 @@ class BinaryPad(nn.Module):
 class BinaryUnit(nn.Module):
     """Binary-weight conv or linear -> BatchNorm -> optional sign activation."""
 
+    weight_layer: QuantLinear | QuantConv2d
+    bn: nn.BatchNorm1d | nn.BatchNorm2d
+
     def __init__(
         self,
         in_channels: int,
@@ -65,10 +68,10 @@ class BinaryUnit(nn.Module):
         super().__init__()
         self.pad = BinaryPad(padding)
         if kernel_size is None:
-            self.weight_layer: nn.Module = QuantLinear(
+            self.weight_layer = QuantLinear(
                 in_channels, out_channels, bias=False, weight_quant=BinaryWeightQuant
             )
-            self.bn: nn.Module = nn.BatchNorm1d(out_channels, eps=1e-4)
+            self.bn = nn.BatchNorm1d(out_channels, eps=1e-4)
         else:
             self.weight_layer = QuantConv2d(
                 in_channels, out_channels, kernel_size, stride=stride, padding=0,
@@ -95,10 +98,12 @@ class BinaryClassifier(nn.Module):
     """Last layer: binary weights, no BatchNorm, then a positive scalar scale.
 
     With ``global_pool`` (a 1x1 conv classifier, as in NIN) the class scores
-    are averaged over all positions before scaling. The scale keeps the +-K popcount range of the logits in a range where
-    cross-entropy trains; being a positive scalar it does not change the
+    are averaged over all positions before scaling. The scale keeps the +-K popcount range of the
+    logits in a range where cross-entropy trains; being a positive scalar it does not change the
     argmax, and FINN absorbs it into the final TopK/LabelSelect.
     """
+
+    weight_layer: QuantLinear | QuantConv2d
 
     def __init__(
         self,
@@ -110,7 +115,7 @@ class BinaryClassifier(nn.Module):
         super().__init__()
         self.global_pool = global_pool
         if kernel_size is None:
-            self.weight_layer: nn.Module = QuantLinear(
+            self.weight_layer = QuantLinear(
                 in_features, num_classes, bias=False, weight_quant=BinaryWeightQuant
             )
         else:

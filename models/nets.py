@@ -8,7 +8,9 @@ in [0, 1] (uint8 / 255); each network maps them to ``2 * x - 1`` and quantizes
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+import itertools
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +26,7 @@ class BinaryNet(nn.Module):
     default_widths: ClassVar[tuple[int, ...]]
     input_shape: ClassVar[tuple[int, int, int]]
     num_classes: ClassVar[int] = 10
+    classifier: BinaryClassifier  # every zoo network ends in one
 
     def __init__(self, widths: Sequence[int] | None) -> None:
         super().__init__()
@@ -61,7 +64,7 @@ class FC(BinaryNet):
         self.input_quant = input_quant(1)
         self.dropout = nn.Dropout(dropout)
         dims = (28 * 28, *self.widths)
-        self.units = nn.ModuleList(BinaryUnit(i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.units = nn.ModuleList(BinaryUnit(i, o) for i, o in itertools.pairwise(dims))
         self.classifier = BinaryClassifier(self.widths[-1], self.num_classes)
 
     @classmethod
@@ -108,7 +111,7 @@ class ConvChain(BinaryNet):
         fc_w = self.widths[len(self.conv_layout):]
         layers: list[nn.Module] = []
         in_ch, size = self.input_shape[0], self.input_shape[1]
-        for out_ch, (k, pad, pool) in zip(conv_w, self.conv_layout):
+        for out_ch, (k, pad, pool) in zip(conv_w, self.conv_layout, strict=True):
             layers.append(BinaryUnit(in_ch, out_ch, k, padding=pad))
             size = size + 2 * pad - k + 1
             if pool:
@@ -117,7 +120,7 @@ class ConvChain(BinaryNet):
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
         dims = (in_ch * size * size, *fc_w)
-        self.fc_units = nn.ModuleList(BinaryUnit(i, o) for i, o in zip(dims[:-1], dims[1:]))
+        self.fc_units = nn.ModuleList(BinaryUnit(i, o) for i, o in itertools.pairwise(dims))
         self.classifier = BinaryClassifier(dims[-1], self.num_classes)
 
     @classmethod
@@ -173,7 +176,7 @@ class NIN(BinaryNet):
         self.input_quant = input_quant(8)
         layers: list[nn.Module] = []
         in_ch = self.input_shape[0]
-        for out_ch, (k, pad, pool) in zip(self.widths, self.layout):
+        for out_ch, (k, pad, pool) in zip(self.widths, self.layout, strict=True):
             layers.append(BinaryUnit(in_ch, out_ch, k, padding=pad))
             if pool:
                 layers.append(nn.MaxPool2d(2))

@@ -51,9 +51,10 @@ the allocated counts as its per-layer targets.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -114,7 +115,7 @@ def allocate(curves: Mapping[str, Mapping[int, float]], widths: Mapping[str, int
         best = nxt
     if budget not in best:
         raise BnnflowError(f"no allocation keeps exactly {total_kept} filters at granularity {granularity}")
-    return dict(zip(names, best[budget][1]))
+    return dict(zip(names, best[budget][1], strict=True))
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def unit_costs(net: BinaryNet, layers: list[PrunableLayer]) -> list[UnitCost]:
 
         def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor,
                  path: str = path) -> None:
-            w = module.weight
+            w = cast(torch.Tensor, module.weight)  # hooked on weight layers only
             positions = out[0, 0].numel() if out.dim() > 2 else 1
             shapes[path] = (int(w.shape[1]), int(w.shape[0]), float(w[0, 0].numel() * positions))
 
@@ -249,7 +250,7 @@ def budget_limits(spec: str | None, board: str, unpruned: Mapping[str, float]) -
     from build_flows.boards import get_board
 
     capacity = get_board(board).capacity
-    finn_limits = dict(zip(FINN_LIMIT_ORDER, (float(x) for x in platforms[board]().res_limits)))
+    finn_limits = dict(zip(FINN_LIMIT_ORDER, (float(x) for x in platforms[board]().res_limits), strict=True))
     asked = parse_budget(spec)
     limits = {}
     for resource in BUDGET_KEYS.values():
@@ -297,7 +298,7 @@ def _pareto(points: list[ChainChoice]) -> list[ChainChoice]:
     return kept
 
 
-def chain_front(cands: list[list[int]], losses: list[Mapping[int, float]],
+def chain_front(cands: list[list[int]], losses: Sequence[Mapping[int, float]],
                 cost: Callable[[int, int, int], tuple[float, float] | None],
                 limits: tuple[float, float] = (math.inf, math.inf)) -> list[ChainChoice]:
     """Every Pareto-optimal width chain within ``limits`` (LUT, BRAM18), by exact dynamic programming.

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from bnnflow import validate as v
-from bnnflow.cli import command
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
@@ -62,7 +61,6 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
 
 
-@command("prune", _opts)
 def _prune(a: argparse.Namespace) -> int:
     """Prune filters of a checkpoint (learned main/subsidiary method or a baseline)."""
     from bnnflow.errors import BnnflowError
@@ -130,7 +128,6 @@ def _frontier_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None)
 
 
-@command("frontier", _frontier_opts)
 def _frontier(a: argparse.Namespace) -> int:
     """Accuracy-vs-hardware front: prune to fit at several budgets (learned, baselines, control), build, simulate."""
     from prune.frontier import METHODS, FrontConfig, run_front
@@ -144,3 +141,7 @@ def _frontier(a: argparse.Namespace) -> int:
         data_dir=str(a.data_dir) if a.data_dir else None)
     run_front(a.checkpoint, front, a.out, a.scheduler, a.workers, a.threads, a.cost_cache)
     return 0
+
+
+#: the subcommands of this stage, for ``bnnflow.cli``: (name, options, handler)
+COMMANDS = [("prune", _opts, _prune), ("frontier", _frontier_opts, _frontier)]

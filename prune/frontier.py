@@ -42,9 +42,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from bnnflow import checkpoint, outdir, validate
 from bnnflow.errors import BnnflowError
@@ -221,7 +222,8 @@ def run_point(front: FrontConfig, point: Point, key: str, source: str, out: str,
         import torch
 
         torch.set_num_threads(threads)
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        # numba fills its config module at run time, so its types lack the setting
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     t0 = time.time()
     cfg = prune_config(front, point, learned)
     ckpt = work / "pruned.pt"

@@ -36,7 +36,8 @@ The zoo classes are untouched: gates live outside them and act via hooks.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterable, Iterator
+from typing import cast
 
 import torch
 from torch import nn
@@ -59,18 +60,23 @@ class _GateSTE(torch.autograd.Function):
     """(sign(m) + 1) / 2 forward; clipped straight-through estimator backward."""
 
     @staticmethod
-    def forward(ctx, m: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, m: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(m)
         return (m >= 0).to(m.dtype)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (m,) = ctx.saved_tensors
         return 0.5 * grad * (m.abs() < 1).to(grad.dtype)
 
 
 class FilterGate(nn.Module):
     """Gates of one layer: parameter ``m``, removal constants ``const``, mode and fixed mask."""
+
+    # buffers registered in __init__, typed here (nn.Module's lookup gives Tensor | Module)
+    const: torch.Tensor
+    keep: torch.Tensor
+    mode: torch.Tensor
 
     def __init__(self, n: int, const: torch.Tensor, init: float = 1e-3) -> None:
         super().__init__()
@@ -130,8 +136,11 @@ def removal_constants(net: BinaryNet, layer: PrunableLayer) -> torch.Tensor:
     if any(c.padded for c in layer.consumers):
         return -torch.ones(unit.out_channels)
     bn = unit.bn
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:  # torch allows BatchNorm without them; the zoo always tracks them
+        raise ValueError(f"{layer.unit}: BatchNorm has no running statistics")
     with torch.no_grad():
-        y0 = bn.bias - bn.weight * bn.running_mean / torch.sqrt(bn.running_var + bn.eps)
+        y0 = bn.bias - bn.weight * mean / torch.sqrt(var + bn.eps)
     return torch.where(y0 >= 0, 1.0, -1.0)  # Brevitas' binary sign maps 0 to +1
 
 
@@ -161,10 +170,14 @@ class GateSet(nn.Module):
         self._handles = []
 
     def __iter__(self) -> Iterator[tuple[PrunableLayer, FilterGate]]:
-        return iter(zip(self.layers, self.gates))
+        return iter(zip(self.layers, cast(Iterable[FilterGate], self.gates), strict=True))
 
     def __getitem__(self, name: str) -> FilterGate:
-        return self.gates[[layer.name for layer in self.layers].index(name)]
+        return self.at([layer.name for layer in self.layers].index(name))[1]
+
+    def at(self, i: int) -> tuple[PrunableLayer, FilterGate]:
+        """Prunable layer ``i`` and its gates (``nn.ModuleList`` indexes as ``nn.Module``)."""
+        return self.layers[i], cast(FilterGate, self.gates[i])
 
     def kept(self) -> dict[str, int]:
         """Kept filters per layer (open gates count as kept)."""

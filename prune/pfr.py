@@ -12,8 +12,9 @@ and the achieved PFR is at least the target (see :func:`kept_counts`).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 
 from bnnflow.errors import BnnflowError
 
@@ -38,7 +39,7 @@ def parse_target(spec: str | float | Mapping[str, float]) -> float | dict[str, f
                                'give a JSON object like {"fc1": 0.5}') from None
         if not isinstance(obj, dict):
             raise BnnflowError(f'{path}: the per-layer PFR config must be a JSON object like {{"fc1": 0.5}}')
-        items = obj.items()
+        items: list[tuple[Any, Any]] = list(obj.items())  # (layer, ratio) as the file spells them
     else:
         items = []
         for part in text.split(","):
@@ -89,10 +90,10 @@ def kept_counts(widths: Mapping[str, int], target: float | Mapping[str, float],
     keep = {name: min(max(round(ideal[name] / granularity), 1), n // granularity) * granularity
             for name, n in widths.items()}
     while pfr(widths, keep) < target - 1e-12:
-        name = max((k for k in keep if keep[k] > granularity), key=lambda k: keep[k] - ideal[k], default=None)
-        if name is None:
+        donor = max((k for k in keep if keep[k] > granularity), key=lambda k: keep[k] - ideal[k], default=None)
+        if donor is None:
             break
-        keep[name] -= granularity
+        keep[donor] -= granularity
     return keep
 
 

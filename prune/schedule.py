@@ -41,9 +41,10 @@ uninterrupted one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,6 +139,12 @@ class PruneConfig:
         if not self.clock_ns > 0:
             raise BnnflowError(f"--clock-ns must be positive, got {self.clock_ns}")
         allocation.parse_budget(self.fit_budget)
+
+    def fit_target(self) -> tuple[str, float]:
+        """Board and target FPS of allocation "fit", which :meth:`validate` requires together."""
+        if self.fit_board is None or self.fit_fps is None:
+            raise BnnflowError("allocation 'fit' is set by --fit BOARD --target-fps F")
+        return self.fit_board, self.fit_fps
 
 
 def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +241,8 @@ class Pruner:
         # with "fit", every layer whole (at the granularity) until the allocate stage decides
         self.targets = pfr.kept_counts(widths, 0.0 if cfg.target_pfr is None else cfg.target_pfr, cfg.granularity)
         self.stages = stages(cfg.method, len(self.names), cfg.allocation)
-        self.done, self.history, self.wall = 0, [], 0.0
+        self.done, self.wall = 0, 0.0
+        self.history: list[dict[str, Any]] = []  # one row per stage run
         dataset = self.net.dataset
         self.train_split, self.holdout = data.split_holdout(data.load(dataset, "train", cfg.data_dir), cfg.holdout)
         self.test_split = data.load(dataset, "test", cfg.data_dir)
@@ -309,7 +317,7 @@ class Pruner:
 
     def _train_gates(self, i: int, budget: int, stage_no: int) -> float:
         """Train only layer i's gates (``budget`` of them open), the main network frozen."""
-        layer, gate = self.gates.layers[i], self.gates.gates[i]
+        layer, gate = self.gates.at(i)
         _set_trainable(self.net, self.gates, None)
         gate.learn(budget=budget)
         base = distillation_loss(self.teacher, self.cfg)
@@ -328,7 +336,7 @@ class Pruner:
 
     def _select_learned(self, i: int, stage_no: int) -> dict[str, Any]:
         """Subsidiary step: train only layer i's gates, then keep the top filters by m."""
-        layer, gate = self.gates.layers[i], self.gates.gates[i]
+        layer, gate = self.gates.at(i)
         if self.targets[layer.name] == self.original[layer.name]:  # nothing to prune here
             gate.fix(torch.ones(self.original[layer.name], dtype=torch.bool))
             return {}
@@ -340,7 +348,7 @@ class Pruner:
     def _probe_loss(self, probe: data.Split, teacher_logits: list[torch.Tensor]) -> float:
         self.net.eval()
         total = 0.0
-        for (x, y), t in zip(data.batches(probe, 500, shuffle=False), teacher_logits):
+        for (x, y), t in zip(data.batches(probe, 500, shuffle=False), teacher_logits, strict=True):
             total += float(objective(self.net(x), y, t, self.cfg)) * len(y)
         return total / len(probe)
 
@@ -374,7 +382,7 @@ class Pruner:
         limit = allocation.total_macs(costs, uniform)
         total = sum(uniform.values())
         if self.cfg.allocation == "learned":
-            learned = allocation.allocate(curves, self.original, total, G)
+            learned: dict[str, int] | None = allocation.allocate(curves, self.original, total, G)
         else:
             learned = allocation.allocate_within(curves, self.original, total, G, costs, limit)
         if learned is None:
@@ -397,10 +405,11 @@ class Pruner:
         from build_flows.cost import finn_estimates
 
         cfg = self.cfg
-        unpruned = finn_estimates(self.teacher, cfg.fit_board, cfg.fit_fps, cfg.clock_ns)
+        board, fps = cfg.fit_target()
+        unpruned = finn_estimates(self.teacher, board, fps, cfg.clock_ns)
         cm, limits = allocation.fit_cost_model(
-            self.net.arch, self.net.widths, self.names, self._width_index, cfg.granularity, cfg.fit_board,
-            cfg.fit_fps, cfg.clock_ns, cfg.fit_budget, unpruned["estimate_layer_resources"]["total"],
+            self.net.arch, self.net.widths, self.names, self._width_index, cfg.granularity, board,
+            fps, cfg.clock_ns, cfg.fit_budget, unpruned["estimate_layer_resources"]["total"],
             self.cost_cache, self.log)
         return cm, limits, unpruned
 
@@ -434,7 +443,7 @@ class Pruner:
     def _select_rule(self, layer_ids: list[int], stage_no: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.cfg.seed * 104729 + stage_no)
         for i in layer_ids:
-            layer, gate = self.gates.layers[i], self.gates.gates[i]
+            layer, gate = self.gates.at(i)
             n = self.original[layer.name]
             scores = (baselines.random_scores(n, gen) if self.cfg.method == "random"
                       else baselines.l1_scores(unit_at(self.net, layer.unit)))

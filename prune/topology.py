@@ -22,9 +22,10 @@ Not prunable **(our choice)**:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from models.layers import BinaryUnit
-from models.nets import FC, NIN, BinaryNet, ConvChain, ResNet18
+from models.nets import FC, NIN, BinaryBasicBlock, BinaryNet, ConvChain, ResNet18
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,13 @@ def prunable_layers(net: BinaryNet) -> list[PrunableLayer]:
     """The prunable layers of ``net`` in forward (bottom-up) order."""
     names = net.width_names()
     if isinstance(net, FC):
-        units = list(net.units)
+        units = cast(list[BinaryUnit], list(net.units))  # nn.ModuleList iterates as nn.Module
         return _chain(net, units, names, [1] * len(units), [False] * len(units))
     if isinstance(net, ConvChain):
         convs = [m for m in net.features if isinstance(m, BinaryUnit)]
-        units = convs + list(net.fc_units)
-        spatial, padded = [], []
+        units = convs + cast(list[BinaryUnit], list(net.fc_units))
+        spatial: list[int] = []
+        padded: list[bool] = []
         for i in range(len(units) - 1):
             nxt = units[i + 1]
             if i + 1 < len(convs):
@@ -96,7 +98,7 @@ def prunable_layers(net: BinaryNet) -> list[PrunableLayer]:
         return [
             PrunableLayer(names[4 + b], 4 + b, f"blocks.{b}.unit1",
                           (Consumer(f"blocks.{b}.unit2", 1, block.unit2.pad.pad > 0),))
-            for b, block in enumerate(net.blocks)
+            for b, block in enumerate(cast(list[BinaryBasicBlock], list(net.blocks)))
         ]
     raise TypeError(f"no pruning topology for {type(net).__name__}")
 

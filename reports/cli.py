@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from bnnflow import validate as v
-from bnnflow.cli import command
 from bnnflow.errors import BnnflowError
 
 
@@ -24,7 +23,6 @@ def _report_opts(p: argparse.ArgumentParser) -> None:
                    help="comma-separated names of the builds (default: folder names); the first is the baseline")
 
 
-@command("report", _report_opts)
 def _report(a: argparse.Namespace) -> int:
     """Resource report of builds: per layer and totals, estimate vs synthesis, side by side."""
     from reports.report import make_report
@@ -44,7 +42,6 @@ def _sweep_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=_names, default=None, help="comma-separated names of the inputs")
 
 
-@command("sweep", _sweep_opts)
 def _sweep(a: argparse.Namespace) -> int:
     """Build at several target FPS (no Vivado) and report resources against throughput."""
     from reports.sweep import make_sweep
@@ -54,3 +51,7 @@ def _sweep(a: argparse.Namespace) -> int:
     files = make_sweep(a.inputs, a.board, a.fps, a.out, a.clock_ns, a.labels)
     print(f"wrote {files[0]}, {files[1]}, {files[2]}")
     return 0
+
+
+#: the subcommands of this stage, for ``bnnflow.cli``: (name, options, handler)
+COMMANDS = [("report", _report_opts, _report), ("sweep", _sweep_opts, _sweep)]

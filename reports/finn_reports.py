@@ -7,10 +7,12 @@ sum), throughput and latency from ``report/estimate_network_performance.json``
 (FINN computes them at the build's clock). Matrix shape, folding and data
 types (MW, MH, PE, SIMD, weight and accumulator bits) are node attributes of
 the accelerator graph, read through FINN's custom-op classes so defaults are
-FINN's. Board capacity comes from FINN's platform table. Post-synthesis
-figures are read by :mod:`reports.synth`; accuracy and PFR come from
-``DIR/sim.json`` (``bnnflow sim DIR --json``) when present, else from the
-checkpoint the manifest names.
+FINN's. Board, part, clock, board capacity (FINN's platform table, recorded
+at build time), pruning and the checkpoint's stored accuracy come from the
+build's manifest (:class:`build_flows.build_dir.Manifest`), never from the
+checkpoint file; the accuracy the simulator measured comes from
+``DIR/sim.json`` (written by ``bnnflow sim DIR``) when present.
+Post-synthesis figures are read by :mod:`reports.synth`.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from build_flows.build_dir import BuildDir, open_build
 from reports.synth import Synth, read_synth
 
 CYCLES = "estimate_layer_cycles.json"
 RESOURCES = "estimate_layer_resources.json"
 PERFORMANCE = "estimate_network_performance.json"
-SIM_JSON = "sim.json"
 # What the estimate files must hold for a report to be made from them.
 RESOURCE_KEYS = ("LUT", "BRAM_18K", "DSP")
 PERFORMANCE_KEYS = ("max_cycles", "max_cycles_node_name", "critical_path_cycles",
@@ -86,7 +88,7 @@ class Build:
     layers: list[Layer]
     total: dict[str, float]        # estimate_layer_resources.json["total"]
     performance: dict[str, Any]    # estimate_network_performance.json
-    capacity: dict[str, int] | None  # the board's LUT/FF/BRAM_18K/URAM/DSP (FINN's platform table)
+    capacity: dict[str, int] | None  # the board's LUT/FF/BRAM_18K/URAM/DSP (the manifest's)
     quality: Quality
     synth: Synth | None
     target_fps: float | None = None
@@ -190,45 +192,40 @@ def graph_layers(accel_path: Path) -> dict[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- quality
-def _quality(root: Path, checkpoint_path: Path | None) -> Quality:
-    """Accuracy from the simulator's JSON when present, else the checkpoint's stored figures."""
-    pfr = method = None
-    meta: dict[str, Any] = {}
-    if checkpoint_path is not None:
-        from bnnflow import checkpoint
-
-        meta = dict(checkpoint.read_raw(checkpoint_path)["meta"])
-        pruning = meta.get("pruning") or {}
-        pfr, method = pruning.get("pfr"), pruning.get("method")
-    sim = root / SIM_JSON
-    if sim.is_file():
-        rep = read_json(sim, "the simulator's report (`bnnflow sim DIR --json`)")
-        if not isinstance(rep, dict) or "accuracy" not in rep:
-            raise BnnflowError(f"{sim}: malformed simulator report, no 'accuracy'; "
-                               f"write it with `bnnflow sim {root} --json > {sim}`")
-        return Quality(rep["accuracy"], rep.get("n"), f"simulator ({sim.name})", pfr, method)
-    if checkpoint_path is not None:
-        return Quality(meta.get("accuracy"), meta.get("n"), f"checkpoint ({checkpoint_path.name})", pfr, method)
-    return Quality()
-
-
-def _capacity(board: str | None) -> dict[str, int] | None:
-    if board is None:
+def read_sim(path: Path) -> dict[str, Any] | None:
+    """``DIR/sim.json``, the simulator's report, or None when there is none; one that is not JSON or
+    has no ``accuracy`` between 0 and 1 (or null) is a BnnflowError saying to rerun ``bnnflow sim``."""
+    if not path.is_file():
         return None
-    from finn.util.platforms import platforms
+    redo = f"write it again with `bnnflow sim {path.parent}`"
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BnnflowError(f"{path}: malformed simulator report, not valid JSON ({exc}); {redo}") from None
+    acc = rep.get("accuracy") if isinstance(rep, dict) else None
+    if not isinstance(rep, dict) or "accuracy" not in rep or not (
+            acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1)):
+        raise BnnflowError(f"{path}: malformed simulator report (no 'accuracy' between 0 and 1); {redo}")
+    return rep
 
-    if board not in platforms:
-        return None
-    slrs = platforms[board]().resource_count_dict
-    return {k: sum(s[k] for s in slrs.values()) for k in next(iter(slrs.values()))}
+
+def _quality(build: BuildDir) -> Quality:
+    """Accuracy from the simulator's report when present, else the checkpoint's stored figures (as
+    the manifest recorded them); pruning from the manifest."""
+    m = build.manifest
+    pruning = m.pruning or {}
+    pfr, method = pruning.get("pfr"), pruning.get("method")
+    sim = read_sim(build.sim_json)
+    if sim is not None:
+        return Quality(sim["accuracy"], sim.get("n"), f"simulator ({build.sim_json.name})", pfr, method)
+    if m.checkpoint is not None:
+        return Quality(m.accuracy, m.accuracy_n, f"checkpoint ({Path(m.checkpoint).name})", pfr, method)
+    return Quality(pfr=pfr, method=method)
 
 
 # ---------------------------------------------------------------- build
 def read_build(path: Path | str, label: str | None = None) -> Build:
     """Read a build folder written by ``bnnflow build`` (FINN's builder layout)."""
-    from hw.build_dir import open_build
-    from hw.verify import checkpoint_of
-
     build = open_build(path)
     rdir = build.report_dir
     cycles = _read_cycles(rdir / CYCLES)
@@ -242,20 +239,17 @@ def read_build(path: Path | str, label: str | None = None) -> Build:
                            f"graph come from different builds; {_REBUILD}")
     layers = [Layer(name=n, cycles=cycles.get(n), resources=resources.get(n, {}), **graph[n]) for n in names]
     m = build.manifest
-    board = m.get("board")
-    part = m.get("part") or m.get("fpga_part")
-    target = m.get("target_fps")
     return Build(
         root=build.root,
         label=label or build.root.name,
-        board=board,
-        part=part,
+        board=m.board,
+        part=m.part,
         clock_ns=build.clock_ns,
         layers=layers,
         total=total,
         performance=performance,
-        capacity=_capacity(board),
-        quality=_quality(build.root, checkpoint_of(build)),
-        synth=read_synth(build.root, build.accel, build.clock_ns),
-        target_fps=float(target) if isinstance(target, (int, float)) else None,
+        capacity=m.capacity,
+        quality=_quality(build),
+        synth=read_synth(build),
+        target_fps=None if m.target_fps is None else float(m.target_fps),
     )

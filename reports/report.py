@@ -7,15 +7,15 @@ the output folder as it was.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from bnnflow import outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.progress import progress
+from build_flows.build_dir import SIM_JSON
 from reports import plots, render
-from reports.finn_reports import Build, read_build
+from reports.finn_reports import Build, read_build, read_sim
 from reports.tables import folding_compare_table, layer_compare_table, layer_table, summary_table
 
 BAR_METRICS = ("cycles", "lut", "bram18")
@@ -53,17 +53,7 @@ def check_finished(d: Path) -> None:
         why = "no manifest.json" if not (d / outdir.MANIFEST).is_file() else f"manifest format {fmt!r}"
         raise BnnflowError(f"{d}: not a finished bnnflow build ({why}); report reads folders written by "
                            "`bnnflow build`")
-    sim = d / "sim.json"
-    if sim.is_file():
-        redo = f"write it again with `bnnflow sim {d} --json > {sim}`"
-        try:
-            rep = json.loads(sim.read_text())
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise BnnflowError(f"{sim}: malformed simulator report, not valid JSON ({exc}); {redo}") from None
-        acc = rep.get("accuracy") if isinstance(rep, dict) else None
-        if not isinstance(rep, dict) or "accuracy" not in rep or not (
-                acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1)):
-            raise BnnflowError(f"{sim}: malformed simulator report (no 'accuracy' between 0 and 1); {redo}")
+    read_sim(d / SIM_JSON)
 
 
 def document(builds: list[Build], out_dir: Path) -> render.Document:

@@ -10,7 +10,8 @@ per network.
 Builds are made with ``build_flows.build.build`` (estimates and code
 generation, no Vivado) into ``OUT/<label>/fps_<F>/``. A finished build is
 marked by ``.sweep.json`` (input hash, board, clock, target); a rerun reuses
-marked builds and redoes unmarked (interrupted) ones, so a sweep resumes.
+marked builds of this bnnflow's layout and redoes unmarked (interrupted) or
+older ones, so a sweep resumes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow import outdir, validate
-from bnnflow.files import atomic_write, sha256_file
 from bnnflow.errors import BnnflowError
+from bnnflow.files import atomic_write, sha256_file
 from bnnflow.progress import progress
+from build_flows.build_dir import is_current_build
 from reports import plots, render
 from reports.finn_reports import Build, read_build
 from reports.tables import Table, ratio
@@ -114,7 +116,7 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
         marker = d / MARKER
         if marker.is_file():
             try:
-                if json.loads(marker.read_text()) == want and outdir.is_build(d):
+                if json.loads(marker.read_text()) == want and outdir.is_build(d) and is_current_build(d):
                     reused += 1
                     continue
             except (ValueError, RecursionError):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from build_flows.build_dir import BuildDir
 
 # (JSON written by FINN, the XML it was parsed from), best first.
 RESOURCE_FILES = (
@@ -110,9 +111,9 @@ def read_wns(path: Path) -> float:
     return wns
 
 
-def read_synth(root: Path, accel_path: Path, clock_ns: float) -> Synth | None:
-    """The post-synthesis figures in ``root/report``, or None when no synthesis ran."""
-    rdir = root / "report"
+def read_synth(build: BuildDir) -> Synth | None:
+    """The post-synthesis figures in the build's ``report/``, or None when no synthesis ran."""
+    rdir, accel_path, clock_ns = build.report_dir, build.accel, build.clock_ns
     sources: list[Path] = []
     per_node: dict[str, dict[str, float]] | None = None
     for json_name, xml_name in RESOURCE_FILES:

@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import save_random_net
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from helpers import save_random_net
 from bnnflow import checkpoint, cli
 from bnnflow.errors import BnnflowError, NotSupported
 from build_flows.build import build

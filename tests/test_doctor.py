@@ -92,6 +92,9 @@ def _layout(root: Path, vivado: str = "2024.2", vivado_dir: str = "2024.2", hls:
     _script(hls_root / "bin" / "vitis_hls",
             f'echo "****** Vitis HLS - High-Level Synthesis from C, C++ and OpenCL v{hls} (64-bit)"\n'
             'echo "  **** SW Build 5238294 on Nov  8 2024"\n')
+    for rel in doctor.HLS_CSIM_FILES:  # names only: a C++ simulation compiled against these fails
+        (hls_root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (hls_root / rel).write_text("#error fake Vitis HLS header\n")
     deps = root / "deps"
     deps.mkdir()
     if hlslib is not None:
@@ -112,7 +115,8 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FINN_SETTINGS", str(tmp_path / "finn_settings.yaml"))
     monkeypatch.setenv("FINN_DEPS", str(tmp_path / "no_deps"))
-    assert shutil.which("vivado") is None and shutil.which("vitis_hls") is None, "this test needs a machine without Vivado"
+    assert shutil.which("vivado") is None and shutil.which("vitis_hls") is None, \
+        "this test needs a machine without Vivado"
     return tmp_path
 
 
@@ -289,7 +293,8 @@ def test_handoff_loads_and_resolves(tfc: Path, tmp_path: Path) -> None:
     shutil.copytree(tfc / "handoff", moved)
     cfg = _load(moved / handoff.CONFIG_FILE)
     assert cfg.auto_fifo_depths and cfg.auto_fifo_strategy == bc.AutoFIFOSizingMethod.FORCE_MINIMAL_FIFOS
-    assert (cfg.board, cfg.fpga_part, cfg.shell_flow_type) == ("Pynq-Z1", "xc7z020clg400-1", bc.ShellFlowType.VIVADO_ZYNQ)
+    want = ("Pynq-Z1", "xc7z020clg400-1", bc.ShellFlowType.VIVADO_ZYNQ)
+    assert (cfg.board, cfg.fpga_part, cfg.shell_flow_type) == want
     assert {bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
             bc.DataflowOutputType.DEPLOYMENT_PACKAGE} <= set(cfg.generate_outputs)
     assert cfg.folding_config_file == moved / handoff.FOLDING_FILE
@@ -338,7 +343,8 @@ def test_handoff_code_regenerates_identically(tfc: Path, tmp_path: Path) -> None
 
 def test_fifo_depth_file_reaches_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     depths = tmp_path / "depths.json"
-    depths.write_text(json.dumps({"fifo_depths": {"StreamingFIFO_rtl_0": 32}, "impl_style": {"StreamingFIFO_rtl_0": "rtl"},
+    depths.write_text(json.dumps({"fifo_depths": {"StreamingFIFO_rtl_0": 32},
+                                  "impl_style": {"StreamingFIFO_rtl_0": "rtl"},
                                   "ram_style": {"StreamingFIFO_rtl_0": "auto"}}))
     d = tmp_path / "out"
     build(TFC_CKPT, "Pynq-Z1", d, target_fps=10000, n_check=0, fifo_depths=depths)
@@ -349,3 +355,55 @@ def test_fifo_depth_file_reaches_config(tmp_path: Path, monkeypatch: pytest.Monk
     cfg = _load(moved / handoff.CONFIG_FILE)
     assert cfg.auto_fifo_depths is False and cfg.fifo_config_file == Path(handoff.DEPTHS_FILE)
     assert json.loads(cfg.fifo_config_file.read_text()) == json.loads(depths.read_text())
+
+
+# ---------------------------------------------------------------- FINN's C++ simulation (sim --cppsim)
+def test_cppsim_names_what_is_missing_here(tfc: Path, clean_env: Path) -> None:
+    """No Vitis HLS here: `sim --cppsim` stops before any work, in one line naming each missing piece."""
+    res = subprocess.run([BNNFLOW, "sim", str(tfc), "--cppsim"], capture_output=True, text=True,
+                         env=os.environ.copy())
+    assert res.returncode == 2 and res.stdout == "" and res.stderr.count("\n") == 1, res.stderr[-2000:]
+    msg = res.stderr
+    assert msg.startswith("bnnflow: error: --cppsim") and "bnnflow doctor" in msg
+    for name in ("Vitis HLS (missing", "HLS C simulation (missing: XILINX_HLS unset", "finn-hlslib (missing"):
+        assert name in msg, msg
+    assert "g++" not in msg  # what is there is not listed
+
+
+def test_cppsim_requirements_read_the_layout(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete layout meets them; a missing C simulation library or an unpinned finn-hlslib is named."""
+    from hw import cppsim
+
+    _use(monkeypatch, _layout(clean_env))
+    assert cppsim.missing_requirements() == []
+    (Path(os.environ["XILINX_HLS"]) / "lnx64" / "lib" / "csim" / "libhlsmc++-GCC46.so").unlink()
+    assert [m.split(" (")[0] for m in cppsim.missing_requirements()] == ["HLS C simulation"]
+    assert "lacks lnx64/lib/csim/libhlsmc++-GCC46.so" in cppsim.missing_requirements()[0]
+
+
+def test_cppsim_compile_failure_is_one_line(tfc: Path, clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every requirement present by name but headers that do not compile, FINN's own PrepareCppSim and
+    CompileCppSim run on a copy of the build and the failed compile is one line; the build is untouched."""
+    from hw import cppsim
+
+    _use(monkeypatch, _layout(clean_env))
+    before = {p: p.stat().st_mtime_ns for p in (tfc / "intermediate_models").glob("*.onnx")}
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(clean_env))
+    with pytest.raises(BnnflowError, match=r"C\+\+ simulation of the HLS layers did not compile") as exc:
+        cppsim.cppsim_build(tfc, limit=2)
+    assert "\n" not in str(exc.value)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert not list(clean_env.glob("bnnflow-cppsim-*"))  # FINN's generated C++ went with the temporary folder
+    assert not list(tfc.rglob("code_gen_cppsim_*"))
+
+
+def test_finn_env_exports_what_finn_cli_would(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """FINN's generated Tcl and compile lines read $FINN_CUSTOM_HLS and $FINN_RTLLIB, which only FINN's CLI
+    exports: unset, g++ takes the next -I flag as the folder name."""
+    for var in ("FINN_CUSTOM_HLS", "FINN_RTLLIB"):
+        monkeypatch.delenv(var, raising=False)
+    finn_env.prepare(tmp_path / "b")
+    assert (Path(os.environ["FINN_CUSTOM_HLS"]) / "checksum.hpp").is_file()
+    assert (Path(os.environ["FINN_RTLLIB"]) / "mvu").is_dir()

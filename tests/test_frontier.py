@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from distributed import LocalCluster
-
 from helpers import save_random_net
+
 from bnnflow import checkpoint, cli
 from prune.frontier import CONTROL, POINTS_DIR, FrontConfig, run_front
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,10 +50,10 @@ def _corrupt_bytes(data: bytes, rng: random.Random) -> bytes:
     return b""
 
 
-def _outcome(fn: Callable[[], Any]) -> str:
-    """``ok`` or ``error`` (a BnnflowError); any other exception fails the case."""
+def _outcome(fn: Callable[..., Any], *args: Any) -> str:
+    """``ok`` or ``error`` (a BnnflowError) of ``fn(*args)``; any other exception fails the case."""
     try:
-        fn()
+        fn(*args)
     except BnnflowError as exc:
         assert "\n" not in str(exc).strip(), str(exc)
         return "error"
@@ -101,13 +102,13 @@ def test_fuzzed_checkpoints(seed: int, tmp_path: Path) -> None:
         path = tmp_path / f"c{s}.pt"
         _corrupt_checkpoint(rng, path)
 
-        def load_and_run() -> None:
+        def load_and_run(path: Path) -> None:
             model, _ = checkpoint.load(path)
             with torch.no_grad():
                 y = model(x)
             assert torch.isfinite(y).all()  # a loaded checkpoint computes finite logits
 
-        seen.add(_outcome(load_and_run))
+        seen.add(_outcome(load_and_run, path))
     assert sha256_file(TFC) == before
     assert "error" in seen
 
@@ -158,7 +159,7 @@ def test_fuzzed_qonnx_inputs(tfc_onnx: Path, tmp_path: Path) -> None:
         rng = random.Random(1000 + s)
         path = tmp_path / f"m{s}.onnx"
         _corrupt_onnx(tfc_onnx, rng, path)
-        seen.add(_outcome(lambda: check_w1a1(load_qonnx(path), path)))
+        seen.add(_outcome(lambda p: check_w1a1(load_qonnx(p), p), path))
     assert sha256_file(tfc_onnx) == before
     assert seen == {"ok", "error"}  # some corruptions leave a buildable graph, most do not
 
@@ -200,7 +201,7 @@ def test_fuzzed_folding_files(tmp_path: Path) -> None:
         if rng.random() < 0.3:
             text = _corrupt_bytes(text.encode(), rng).decode("latin-1")
         path.write_text(text, encoding="latin-1")
-        seen.add(_outcome(lambda: read_folding(path)))
+        seen.add(_outcome(read_folding, path))
     assert seen == {"ok", "error"}
 
 
@@ -240,14 +241,14 @@ def test_fuzzed_build_folders(tfc_build: Path, tmp_path: Path) -> None:
         data = victim.read_bytes()
         victim.write_bytes(_corrupt_bytes(data, rng) if rng.random() < 0.7 else _flip_bytes(data, rng))
 
-        def run() -> None:
+        def run(copy: Path) -> None:
             ld = load(copy, from_artifacts=False)
             got = ld.sim.run(inputs)[0]
             assert np.array_equal(got, want)  # constants come from the graph, which is untouched
             if ld.mismatches:
                 assert all(m.layer for m in ld.mismatches)
 
-        seen.add(_outcome(run))
+        seen.add(_outcome(run, copy))
         shutil.rmtree(copy)
     assert seen == {"ok", "error"}
 
@@ -395,6 +396,7 @@ def test_cli_fuzzed_onnx(tfc_build: Path, tfc_onnx: Path, clean_sim: dict[str, A
             graph = graphs[s % 3]
             _corrupt_onnx(tfc_build / "intermediate_models" / graph, rng, copy / "intermediate_models" / graph)
             argv = ["sim", str(copy), "--limit", "8", "--finn-limit", "2" if s % 3 == 2 else "0", "--json"]
+            out = copy / "sim.json"  # sim's own output
         rc, stdout, _ = _cli_case(argv, case, out, capsys, sources)
         seen.add(rc)
         if argv[0] == "sim" and rc in (0, 1):
@@ -497,8 +499,8 @@ def test_cli_fuzzed_build_folders(tfc_build: Path, clean_sim: dict[str, Any], tm
         copy = case / "b"
         shutil.copytree(tfc_build, copy, symlinks=True)
         _damage_build(copy, files, tfc_build, rng)
-        out = case / "r"
         kind = ("sim", "sim-artifacts", "report")[s % 3]
+        out = case / "r" if kind == "report" else copy / "sim.json"  # the command's own output
         argv = (["report", str(copy), "--out", str(out)] if kind == "report" else
                 ["sim", str(copy), "--limit", "8", "--finn-limit", "0", "--json",
                  *(["--from-artifacts"] if kind == "sim-artifacts" else [])])

@@ -152,7 +152,7 @@ def test_second_build_into_the_same_out_stops_at_once(tmp_path: Path, monkeypatc
     assert res.returncode == 2 and "another bnnflow run" in res.stderr, res.stderr[-3000:]
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     m = json.loads((out / "manifest.json").read_text())
-    assert json.dumps(m, sort_keys=True) == json.dumps(r.manifest, sort_keys=True, default=str)  # NaN != NaN
+    assert json.dumps(m, sort_keys=True) == json.dumps(r.manifest.to_dict(), sort_keys=True, default=str)  # NaN != NaN
     for f in m["outputs"].values():
         assert (out / f).exists(), f
     assert _listing(tmp_path) == ["out"]
@@ -323,12 +323,15 @@ def test_target_fps_bounds_in_the_library(tmp_path: Path) -> None:
 
 def test_a_missed_target_is_said(tfc_build: Path) -> None:
     """10: the summary says when FINN's folding does not reach the target FPS."""
+    from dataclasses import replace
+
+    from build_flows.build_dir import read_build_manifest
     from build_flows.cli import summary_lines
 
-    m = json.loads((tfc_build / "manifest.json").read_text())
+    m = read_build_manifest(tfc_build)
     assert not any("not reached" in line for line in summary_lines(m, tfc_build))
-    reached = m["estimates"]["estimated_throughput_fps"]
-    m.update(target_fps=reached * 100, target_fps_used=reached * 100)
+    reached = m.estimates["estimated_throughput_fps"]
+    m = replace(m, target_fps=reached * 100, target_fps_used=reached * 100)
     missed = [line for line in summary_lines(m, tfc_build) if "not reached" in line]
     assert len(missed) == 1 and f"{reached:,.0f}" in missed[0]
 
@@ -799,20 +802,23 @@ def test_unreadable_manifest_is_one_line(kind: str, tfc_build: Path, tmp_path: P
     assert not (tmp_path / "r").exists() and (m.is_fifo() if kind == "fifo" else m.is_dir())
 
 
-@pytest.mark.parametrize("manifest", ["no-outputs", "outputs-not-a-dict", "absent"])
+@pytest.mark.parametrize("manifest", ["listed", "no-outputs", "outputs-not-a-dict", "absent"])
 def test_manifest_without_outputs_is_checked_not_trusted(manifest: str, tfc_build: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """7: a manifest that lists no outputs does not switch the check off: the graphs of bnnflow's
-    layout must be there, or sim fails naming the missing one."""
+    """7: a graph the manifest lists must be there, or sim fails naming the missing one; a manifest
+    that lists no outputs (or no manifest) does not switch the check off: sim refuses the folder."""
     d = _copy_build(tfc_build, tmp_path / "tfc")
     m = json.loads((d / "manifest.json").read_text())
     if manifest == "absent":
         (d / "manifest.json").unlink()
-    else:
+    elif manifest != "listed":
         m.pop("outputs") if manifest == "no-outputs" else m.update(outputs=["x"])
         (d / "manifest.json").write_text(json.dumps(m))
     (d / "intermediate_models" / "step_hw_codegen.onnx").unlink()
-    _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, "step_hw_codegen.onnx")
+    expect = {"listed": ("step_hw_codegen.onnx", "missing"), "no-outputs": ("manifest.json", "'outputs'"),
+              "outputs-not-a-dict": ("manifest.json", "outputs is ['x']"),
+              "absent": ("not a bnnflow build folder", "no manifest.json")}[manifest]
+    _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, *expect)
 
 
 def test_manifest_outputs_stay_inside_the_build(tfc_build: Path, tmp_path: Path,

@@ -388,7 +388,7 @@ def test_allocation_is_the_best_split_of_the_kept_total() -> None:
     for name, n in widths.items():
         counts = probe_counts(n, G)
         drops = torch.rand(len(counts), generator=gen).sort(descending=True).values * 3
-        curves[name] = {k: float(d) for k, d in zip(counts, drops)}
+        curves[name] = {k: float(d) for k, d in zip(counts, drops, strict=True)}
         curves[name][n] = 0.0
     for total in (12, 40, 48, 80):
         got = allocate(curves, widths, total, G)
@@ -397,7 +397,7 @@ def test_allocation_is_the_best_split_of_the_kept_total() -> None:
 
         def cost(ks: tuple[int, ...]) -> float:
             from prune.allocation import _dense_curve
-            return sum(_dense_curve(curves[name], n, G)[k] for (name, n), k in zip(widths.items(), ks))
+            return sum(_dense_curve(curves[name], n, G)[k] for (name, n), k in zip(widths.items(), ks, strict=True))
 
         best = min((ks for ks in itertools.product(*options) if sum(ks) == total), key=cost)
         assert cost(tuple(got.values())) == pytest.approx(cost(best))

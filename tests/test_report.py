@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import save_random_net
-from build_flows.build import build
+
 from bnnflow.errors import BnnflowError
+from build_flows.build import build
+from build_flows.build_dir import open_build
 from reports.finn_reports import read_build
 from reports.report import make_report
 from reports.sweep import MARKER, make_sweep
@@ -213,7 +214,7 @@ def test_vivado_synthesis_reports_parsed(tfc: Path, tmp_path: Path) -> None:
     parsed["MVAU_hls_0"] = dict(parsed["MVAU_hls_0"], LUT=600)
     (d / "report" / "post_synth_resources.json").write_text(json.dumps(parsed, indent=2))
     xml.unlink()
-    s2 = read_synth(d, b.root / "intermediate_models" / "step_hw_codegen.onnx", 10.0)
+    s2 = read_synth(open_build(d))
     assert s2.layers["MVAU_hls_0"]["LUT"] == 600 and s2.sources[0].name == "post_synth_resources.json"
     make_report([d], tmp_path / "r")
     assert "LUT syn" in (tmp_path / "r" / "report.md").read_text()

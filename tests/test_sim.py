@@ -24,7 +24,7 @@ from build_flows.build import build
 from conformance.run import compare_with_finn
 from hw import run, verify
 from hw.artifacts import load_artifacts
-from hw.build_dir import open_build
+from build_flows.build_dir import open_build
 from hw.cycles import cycle_report
 from hw.graph import load_graph
 from hw.simulate import Simulator, accumulator_datatype

@@ -121,9 +121,9 @@ def test_twin_computes_the_brevitas_values_and_gradients(arch: str) -> None:
     assert torch.equal(y, y_ref)
     (y * torch.arange(y.shape[1])).sum().backward()
     (y_ref * torch.arange(y.shape[1])).sum().backward()
-    for (name, p), q in zip(net.named_parameters(), ref.parameters()):
+    for (name, p), q in zip(net.named_parameters(), ref.parameters(), strict=True):
         assert (p.grad is None) == (q.grad is None) and (p.grad is None or torch.equal(p.grad, q.grad)), name
-    for (name, b), c in zip(net.named_buffers(), ref.buffers()):
+    for (name, b), c in zip(net.named_buffers(), ref.buffers(), strict=True):
         assert torch.equal(b, c), name  # the twin updated the Brevitas net's own statistics
     twin.eval()
     ref.eval()

@@ -30,8 +30,12 @@ from build_flows.transforms import bipolar_padding as bp
 from build_flows.transforms.errors import PassOrderError, UnsupportedGraph
 from build_flows.transforms.global_pool import LowerGlobalAveragePoolBeforeTopK, ReduceMeanToGlobalAveragePool
 from build_flows.transforms.hls_mvau_simd import RaiseHlsMvauSimd, hls_simd_fits, min_hls_simd
-from build_flows.transforms.residual import (BinaryResidualToPopcountSum, MergeTwinThresholds, ResidualJoinToNHWC,
-                                             SplitBipolarThresholdForks)
+from build_flows.transforms.residual import (
+    BinaryResidualToPopcountSum,
+    MergeTwinThresholds,
+    ResidualJoinToNHWC,
+    SplitBipolarThresholdForks,
+)
 from build_flows.transforms.widen_xnor_accumulators import WidenXnorAccumulators, popcount_datatype
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -312,7 +316,8 @@ def test_split_forks_then_xnor_then_merge_twins() -> None:
     assert len(split.get_nodes_by_op_type("MultiThreshold")) == 2
     _same(model, split, feeds)
     xnor = _copy(split).transform(ConvertBipolarMatMulToXnorPopcount())
-    assert all(getCustomOp(n).get_nodeattr("out_dtype") == "BINARY" for n in xnor.get_nodes_by_op_type("MultiThreshold"))
+    thresholds = xnor.get_nodes_by_op_type("MultiThreshold")
+    assert all(getCustomOp(n).get_nodeattr("out_dtype") == "BINARY" for n in thresholds)
     _same(model, xnor, feeds)
     merged = _copy(xnor).transform(MergeTwinThresholds())
     assert len(merged.get_nodes_by_op_type("MultiThreshold")) == 1

@@ -84,7 +84,7 @@ class LowerGlobalAveragePoolBeforeTopK(Transformation):
             gap = model.find_producer(flat.input[0]) if flat is not None and flat.op_type == "Flatten" else None
             trans = model.find_producer(gap.input[0]) if gap is not None and gap.op_type == "GlobalAveragePool" \
                 else None
-            if trans is None or trans.op_type != "Transpose":
+            if gap is None or trans is None or trans.op_type != "Transpose":  # trans implies gap
                 continue
             perm = get_by_name(trans.attribute, "perm")
             x = trans.input[0]
@@ -109,8 +109,8 @@ class LowerGlobalAveragePoolBeforeTopK(Transformation):
             index = model.get_node_index(trans)
             for k, node in enumerate(nodes):
                 graph.node.insert(index + k, node)
-            for node in (trans, gap, flat):
-                graph.node.remove(node)
+            for old in (trans, gap, flat):
+                graph.node.remove(old)
             topk.input[0] = summed
             axis = get_by_name(topk.attribute, "axis")
             if axis is not None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from onnx import helper
+from onnx import NodeProto, helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
@@ -89,6 +89,14 @@ def block_constants(a: np.ndarray, b: np.ndarray, t: np.ndarray, k: int) -> tupl
     return e, w
 
 
+
+def _const(model: ModelWrapper, value: np.ndarray | float, shape: tuple[int, ...], dt: DataType) -> str:
+    """A new initializer (never one another node may share)."""
+    name = model.make_new_valueinfo_name()
+    model.set_initializer(name, np.asarray(value, dtype=np.float32).reshape(shape))
+    model.set_tensor_datatype(name, dt)
+    return name
+
 class BinaryResidualToPopcountSum(Transformation):
     """``Conv -> BatchNormalization -> Add(., s) -> MultiThreshold`` (bipolar s, sign) becomes
     ``Conv -> Add(K) -> Mul(0.5) -> Add(., E * sb) -> MultiThreshold(W)`` (see the module doc)."""
@@ -123,13 +131,6 @@ class BinaryResidualToPopcountSum(Transformation):
             model.set_initializer(conv.input[1], weights)
             e, w = block_constants(np.abs(a), b, t, k)
 
-            def const(value: np.ndarray | float, shape: tuple[int, ...], dt: DataType) -> str:
-                """A new initializer (never one another node may share)."""
-                name = model.make_new_valueinfo_name()
-                model.set_initializer(name, np.asarray(value, dtype=np.float32).reshape(shape))
-                model.set_tensor_datatype(name, dt)
-                return name
-
             # The shortcut bit: the shortcut's thresholding with BINARY output (a copy if it forks).
             if len(model.find_consumers(mt_s.output[0])) == 1:
                 bit_node, bit = mt_s, mt_s.output[0]
@@ -146,16 +147,16 @@ class BinaryResidualToPopcountSum(Transformation):
             index = model.get_node_index(bn)
             graph.node.remove(bn)
             float32 = DataType["FLOAT32"]
-            e_const = const(e, (1, channels, 1, 1), integer_type(int(e.min()), int(e.max())))
+            e_const = _const(model, e, (1, channels, 1, 1), integer_type(int(e.min()), int(e.max())))
             for j, node in enumerate([
-                helper.make_node("Add", [conv.output[0], const(float(k), (), float32)], [shifted],
+                helper.make_node("Add", [conv.output[0], _const(model, float(k), (), float32)], [shifted],
                                  name=f"{add.name}_pc0"),
-                helper.make_node("Mul", [shifted, const(0.5, (), float32)], [popcount], name=f"{add.name}_pc1"),
+                helper.make_node("Mul", [shifted, _const(model, 0.5, (), float32)], [popcount], name=f"{add.name}_pc1"),
                 helper.make_node("Mul", [bit, e_const], [scaled], name=f"{add.name}_e"),
             ]):
                 graph.node.insert(index + j, node)
             add.input[0], add.input[1] = popcount, scaled
-            mt_out.input[1] = const(w, (channels, 1), float32)
+            mt_out.input[1] = _const(model, w, (channels, 1), float32)
             model = model.transform(InferShapes())
             model = model.transform(InferDataTypes())
             return model, True
@@ -201,7 +202,7 @@ class MergeTwinThresholds(Transformation):
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
         require_xnor_converted(model, type(self).__name__)
-        seen: dict[tuple, object] = {}
+        seen: dict[tuple, NodeProto] = {}
         for node in model.graph.node:
             if node.op_type != "MultiThreshold":
                 continue
