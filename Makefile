@@ -10,7 +10,7 @@ MODEL   ?= $(if $(wildcard models/zoo/cnv_w1a1_pruned.pt),models/zoo/cnv_w1a1_pr
 TARGET_FPS ?= 3000
 OUT     ?= build
 
-.PHONY: venv verilator test test-slow build-pynq clean
+.PHONY: venv verilator lint test test-slow build-pynq clean
 
 venv: $(STAMP)
 
@@ -33,7 +33,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP) verilator
+# ruff (lint + format) and mypy on the project's own code, pinned in requirements.lock; run before pytest.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) verilator lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP) verilator

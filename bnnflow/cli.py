@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import build_flows.cli
 import hw.cli
@@ -31,11 +32,6 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Handler]
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
-
-
-def _data_dir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
 
 
 # ---------------------------------------------------------------- train
@@ -65,7 +61,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after", type=v.arg_int(1), default=None, metavar="N",
                    help="stop after N epochs of this call (continue later with --resume)")
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
-    _data_dir_option(p)
+    v.add_data_dir_option(p)
 
 
 def _train(a: argparse.Namespace) -> int:
@@ -128,7 +124,7 @@ def _info(a: argparse.Namespace) -> int:
     else:
         acc = info["accuracy"]
         print(f"{a.checkpoint}: {info['model']} on {info['dataset']}")
-        print("  widths: " + ", ".join(f"{n}={w}" for n, w in zip(info["width_names"], info["widths"])))
+        print("  widths: " + ", ".join(f"{n}={w}" for n, w in zip(info["width_names"], info["widths"], strict=True)))
         print(f"  parameters: {info['parameters']:,}")
         print(f"  accuracy: {acc:.4f} on {info['n']} test images" if acc is not None else "  accuracy: -")
         if info.get("pfr") is not None:
@@ -140,7 +136,7 @@ def _eval_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--limit", type=v.arg_int(1), default=None, help="first N test images (default: all)")
     p.add_argument("--json", action="store_true")
-    _data_dir_option(p)
+    v.add_data_dir_option(p)
 
 
 def _eval(a: argparse.Namespace) -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from bnnflow.errors import BnnflowError
 
@@ -179,3 +181,19 @@ def atomic_write(path: Path | str, data: str | bytes) -> None:
     """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def read_json(path: Path, problem: str, advice: str = "") -> Any:
+    """The JSON in ``path``; a file that cannot be read or parsed is one BnnflowError:
+    ``{path}: {problem} ({why}); {advice}``, ``why`` the cause in a few words."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        why = _why(exc)
+    except UnicodeDecodeError:
+        why = "not UTF-8 text"
+    except RecursionError:
+        why = "nested too deeply to read"
+    except ValueError as exc:
+        why = str(exc)[:200]
+    raise BnnflowError(f"{path}: {problem} ({why})" + (f"; {advice}" if advice else ""))

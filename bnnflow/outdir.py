@@ -42,8 +42,9 @@ import stat
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from bnnflow.errors import BnnflowError
 from bnnflow.files import _why, check_writable_dir, dir_mode, nearest_existing, remove_stale_temporaries
@@ -252,7 +253,7 @@ class Lock:
                 break
         self.created = []
 
-    def __enter__(self) -> "Lock":
+    def __enter__(self) -> Lock:
         self.acquire()
         return self
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
@@ -107,3 +108,9 @@ def arg_list(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
         return out
 
     return convert
+
+
+def add_data_dir_option(p: argparse.ArgumentParser) -> None:
+    """``--data-dir``, the same for every command that reads a data set."""
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")

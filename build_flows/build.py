@@ -48,14 +48,15 @@ import functools
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bnnflow import outdir, validate
 from bnnflow.errors import BnnflowError, DoesNotFit, NotSupported
-from bnnflow.files import atomic_path, sha256_file
+from bnnflow.files import atomic_path, read_json, sha256_file
 from bnnflow.progress import progress
 from build_flows import finn_env
 from build_flows.boards import Board, get_board
@@ -103,10 +104,7 @@ def step_lists() -> tuple[list[str], list[str]]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BnnflowError(f"{path}: FINN did not write a readable report ({exc})") from None
+    return read_json(path, "FINN did not write a readable report")
 
 
 class _Runner:
@@ -304,7 +302,7 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         checks = ensure_ready(b.name, out, None if fifo.depths_file else fifo.strategy)
     free_steps, vivado_steps = step_lists()
     steps = free_steps + vivado_steps if vivado else free_steps
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     t0 = time.perf_counter()
 
     with _claim(out):

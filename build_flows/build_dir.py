@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
-from bnnflow.files import atomic_write
+from bnnflow.files import atomic_write, read_json
 from bnnflow.outdir import BUILD_FORMAT, MANIFEST, read_manifest
 
 #: version of the manifest (and layout) this bnnflow writes and reads; 2: typed manifest, the
@@ -245,10 +245,7 @@ class BuildDir:
         path = self.report_dir / name
         if not path.is_file():
             return None
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError) as exc:
-            raise BnnflowError(f"{path}: cannot read FINN report ({str(exc)[:200]}); {REBUILD}") from None
+        obj = read_json(path, "cannot read FINN report", REBUILD)
         if not isinstance(obj, dict):
             raise BnnflowError(f"{path}: not a FINN report (a JSON {type(obj).__name__}, not an object); {REBUILD}")
         if name in LAYER_REPORTS:

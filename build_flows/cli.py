@@ -11,17 +11,12 @@ from build_flows.build_dir import Manifest
 from build_flows.fifo import DEFAULT_STRATEGY, DEFAULT_TIMEOUT_MIN, STRATEGIES
 
 
-def _data_dir_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
-
-
 def _export_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="QONNX file to write")
     p.add_argument("--check", type=v.arg_int(0), default=200, metavar="N",
                    help="compare with Brevitas on the first N test images (default 200; 0: no check)")
-    _data_dir_option(p)
+    v.add_data_dir_option(p)
 
 
 def _export(a: argparse.Namespace) -> int:
@@ -60,7 +55,7 @@ def _build_opts(p: argparse.ArgumentParser) -> None:
                    help="FIFO depths instead of sizing (FINN's report/fifo_sizing.json format)")
     p.add_argument("--fifo-timeout", type=v.arg_float(0.0), default=DEFAULT_TIMEOUT_MIN, metavar="MIN",
                    help=f"stop FINN's FIFO sizing after MIN minutes (default {DEFAULT_TIMEOUT_MIN:g}; 0: no limit)")
-    _data_dir_option(p)
+    v.add_data_dir_option(p)
 
 
 def _build(a: argparse.Namespace) -> int:

@@ -23,7 +23,6 @@ forks (ResNet's residual streams); a depth file (FINN's
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from bnnflow.files import read_json
 
 #: finn-plus 1.6.1's ``AutoFIFOSizingMethod`` values (a test checks them against FINN's enum;
 #: spelled out here so that the command line does not import FINN to list them).
@@ -124,10 +124,7 @@ def fifo_options(strategy: str | None, depths_file: Path | str | None,
 
 def read_depths(path: Path) -> dict[str, Any]:
     """A FIFO depth file as FINN's ``ApplyFIFODepthsFromFile`` reads it, checked before FINN runs."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BnnflowError(f"{path}: not a readable FIFO depth JSON file ({exc})") from None
+    data = read_json(path, "not a readable FIFO depth JSON file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in DEPTH_FILE_KEYS):
         raise BnnflowError(f"{path}: a FIFO depth file needs the objects {', '.join(DEPTH_FILE_KEYS)} "
                            "(FINN's report/fifo_sizing.json)")

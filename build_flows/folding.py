@@ -19,11 +19,11 @@ name nodes that do not exist; :func:`check_folding` says so before FINN runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from bnnflow.files import read_json
 from build_flows.boards import RESOURCES, Board
 
 #: Which node attribute each folding factor must divide, by op type (without _hls/_rtl).
@@ -56,13 +56,8 @@ def read_folding(path: Path) -> dict[str, Any]:
     """Load a folding JSON file (FINN's format) or say what is wrong with it."""
     if not path.is_file():
         raise BnnflowError(f"{path}: folding file not found")
-    try:
-        cfg = json.loads(path.read_text())
-    except RecursionError:
-        raise BnnflowError(f"{path}: not a valid folding file (nested too deeply to read); a folding file "
-                           'maps node names to attribute objects, e.g. {"MVAU_hls_0": {"PE": 4}}') from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BnnflowError(f"{path}: not a valid JSON folding file ({exc})") from None
+    cfg = read_json(path, "not a valid JSON folding file",
+                    'a folding file maps node names to attribute objects, e.g. {"MVAU_hls_0": {"PE": 4}}')
     if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
         raise BnnflowError(f"{path}: a folding file maps node names to attribute objects, "
                            'e.g. {"MVAU_hls_0": {"PE": 4, "SIMD": 8}}')

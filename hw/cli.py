@@ -19,8 +19,7 @@ RTL_IMAGES = 3  # --rtl and --cppsim default: each image streams through every n
 
 def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("build_dir", type=Path, metavar="DIR", help="build folder written by `bnnflow build`")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
+    v.add_data_dir_option(p)
     p.add_argument("--limit", type=v.arg_int(1), default=None,
                    help=f"first N test images (default: all; with --rtl or --cppsim {RTL_IMAGES})")
     p.add_argument("--from-artifacts", action="store_true",
@@ -33,8 +32,8 @@ def _opts(p: argparse.ArgumentParser) -> None:
                    help=".npy inputs in the build's input layout (N, ...); simulate them instead of the test set")
     p.add_argument("--output", type=Path, default=None, help="where --input's outputs are written (.npy)")
     p.add_argument("--wrap-accumulators", action="store_true",
-                   help="model the hardware's fixed-width accumulators (wrap where the generated accumulator type overflows) "
-                        "instead of FINN's unbounded Python semantics")
+                   help="model the hardware's fixed-width accumulators (wrap where the generated accumulator "
+                        "type overflows) instead of FINN's unbounded Python semantics")
     p.add_argument("--rtl", action="store_true",
                    help="co-simulate every RTL node's generated HDL with Verilator (random back-pressure) "
                         "against the simulator, bit for bit, instead of the accuracy run")

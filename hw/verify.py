@@ -54,8 +54,9 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
             ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)},
                                return_full_exec_context=intermediates)
         except Exception as exc:  # FINN's and onnxruntime's errors on a damaged graph, of many types
-            raise BnnflowError(f"{build.parent} and {build.golden}: FINN's execute_onnx cannot run the graph ({brief(exc)}); the graph is "
-                               "damaged: rebuild into a new --out, or run sim with --finn-limit 0") from None
+            raise BnnflowError(f"{build.parent} and {build.golden}: FINN's execute_onnx cannot run the graph "
+                               f"({brief(exc)}); the graph is damaged: rebuild into a new --out, or run sim with "
+                               "--finn-limit 0") from None
         outs.append(ctx[out_name])
         if intermediates:
             for name, v in ctx.items():

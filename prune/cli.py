@@ -58,7 +58,7 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=v.arg_float(0), default=0.0, help="kept-filter penalty lambda (0: off)")
     p.add_argument("--eval-limit", type=v.arg_int(1), default=2000, help="test images for per-stage accuracy")
     p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
-    p.add_argument("--data-dir", type=Path, default=None)
+    v.add_data_dir_option(p)
 
 
 def _prune(a: argparse.Namespace) -> int:
@@ -125,7 +125,7 @@ def _frontier_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cost-cache", type=Path, default=None,
                    help="folder of the FINN cost model's probed layer graphs, shareable with prune runs "
                         "(default: OUT/finn_cost)")
-    p.add_argument("--data-dir", type=Path, default=None)
+    v.add_data_dir_option(p)
 
 
 def _frontier(a: argparse.Namespace) -> int:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -16,8 +17,7 @@ from models.nets import BinaryNet
 from prune import pfr, report
 from prune.finetune import finetune
 from prune.removal import physically_prune
-from prune.schedule import Pruner, PruneConfig, distillation_loss
-
+from prune.schedule import PruneConfig, Pruner, distillation_loss
 
 FIT_REPORT = "fit.md"
 

@@ -17,13 +17,13 @@ Post-synthesis figures are read by :mod:`reports.synth`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from bnnflow.files import read_json
 from build_flows.build_dir import BuildDir, open_build
 from reports.synth import Synth, read_synth
 
@@ -98,14 +98,11 @@ class Build:
 
 
 # ---------------------------------------------------------------- files
-def read_json(path: Path, what: str) -> Any:
+def read_report(path: Path, what: str) -> Any:
     """JSON content of a report file; a missing or unreadable file is a BnnflowError naming it."""
     if not path.is_file():
         raise BnnflowError(f"{path}: missing ({what}); {_REBUILD}")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BnnflowError(f"{path}: malformed {what}, not valid JSON ({exc}); {_REBUILD}") from exc
+    return read_json(path, f"malformed {what}, not valid JSON", _REBUILD)
 
 
 def _number(value: Any, path: Path, where: str) -> float:
@@ -115,14 +112,14 @@ def _number(value: Any, path: Path, where: str) -> float:
 
 
 def _read_cycles(path: Path) -> dict[str, float]:
-    obj = read_json(path, "FINN's per-layer cycle estimates")
+    obj = read_report(path, "FINN's per-layer cycle estimates")
     if not isinstance(obj, dict) or not obj:
         raise BnnflowError(f"{path}: malformed FINN report, expected an object of layer -> cycles; {_REBUILD}")
     return {k: _number(v, path, f"the cycles of {k}") for k, v in obj.items()}
 
 
 def _read_resources(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    obj = read_json(path, "FINN's per-layer resource estimates")
+    obj = read_report(path, "FINN's per-layer resource estimates")
     if not isinstance(obj, dict) or not isinstance(obj.get("total"), dict):
         raise BnnflowError(f"{path}: malformed FINN report, expected layer -> resources and a 'total' entry; "
                            f"{_REBUILD}")
@@ -139,7 +136,7 @@ def _read_resources(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, 
 
 
 def _read_performance(path: Path) -> dict[str, Any]:
-    obj = read_json(path, "FINN's network performance estimate")
+    obj = read_report(path, "FINN's network performance estimate")
     if not isinstance(obj, dict):
         raise BnnflowError(f"{path}: malformed FINN report, expected an object; {_REBUILD}")
     for key in PERFORMANCE_KEYS:
@@ -198,10 +195,7 @@ def read_sim(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     redo = f"write it again with `bnnflow sim {path.parent}`"
-    try:
-        rep = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BnnflowError(f"{path}: malformed simulator report, not valid JSON ({exc}); {redo}") from None
+    rep = read_json(path, "malformed simulator report, not valid JSON", redo)
     acc = rep.get("accuracy") if isinstance(rep, dict) else None
     if not isinstance(rep, dict) or "accuracy" not in rep or not (
             acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1)):

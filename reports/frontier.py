@@ -48,7 +48,7 @@ def front_chart(records: list[dict[str, Any]], path: Path) -> Path:
     through its per-budget means over the seeds; the equally trained unpruned network dashed."""
     fig, axes = plt.subplots(1, len(AXES), figsize=(11, 4.2))
     groups = _groups(records)
-    for ax, (key, name) in zip(axes, AXES):
+    for ax, (key, name) in zip(axes, AXES, strict=True):
         for i, method in enumerate(ORDER):
             mine = [r for r in records if r["method"] == method]
             if not mine:

@@ -71,7 +71,7 @@ def summary_chart(builds: list[Build], path: Path) -> Path:
     colors = [f"C{i}" for i in range(len(builds))]
     bars = ax2.bar([b.label for b in builds], fps, color=colors)
     labels = []
-    for b, f in zip(builds, fps):
+    for b, f in zip(builds, fps, strict=True):
         acc = b.quality.accuracy
         labels.append(f"{f:.0f}" + (f"\nacc {acc:.3f}" if acc is not None else ""))
     ax2.bar_label(bars, labels, fontsize=7)
@@ -97,7 +97,7 @@ def sweep_chart(curves: list[Curve], path: Path, capacity: dict[str, int] | None
     and at equal resources (horizontal)."""
     keys = [("LUT", "LUT"), ("BRAM_18K", "BRAM18")]
     fig, axes = plt.subplots(1, len(keys), figsize=(11, 4))
-    for ax, (k, name) in zip(axes, keys):
+    for ax, (k, name) in zip(axes, keys, strict=True):
         for c in curves:
             order = np.argsort(c.fps)
             ax.plot(np.asarray(c.fps)[order], np.asarray(c.resources[k])[order], marker="o", label=c.label)

@@ -55,7 +55,7 @@ def _md_table(t: Table) -> str:
     lines = [f"**{t.title}**", "", "| " + " | ".join(esc(c) for c in t.columns) + " |",
              "|" + "|".join("---:" if i >= t.numeric_from else "---" for i in range(len(t.columns))) + "|"]
     for r in t.rows:
-        lines.append("| " + " | ".join(esc(fmt(v, c)) for v, c in zip(r, t.columns)) + " |")
+        lines.append("| " + " | ".join(esc(fmt(v, c)) for v, c in zip(r, t.columns, strict=True)) + " |")
     if t.note:
         lines += ["", f"_{t.note.strip()}_"]
     return "\n".join(lines)
@@ -90,7 +90,7 @@ def _html_table(t: Table) -> str:
     for r in t.rows:
         cells = "".join(
             f'<td{" class=n" if i >= t.numeric_from else ""}>{html.escape(fmt(v, c))}</td>'
-            for i, (v, c) in enumerate(zip(r, t.columns)))
+            for i, (v, c) in enumerate(zip(r, t.columns, strict=True)))
         body.append(f"<tr>{cells}</tr>")
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
     return (f"<table><caption>{html.escape(t.title)}</caption><thead><tr>{head}</tr></thead>"

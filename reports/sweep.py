@@ -71,7 +71,7 @@ def _labels(inputs: list[Path], labels: list[str] | None) -> list[str]:
                                    "name (no '/' or '\\', not starting with '.')")
     else:
         out = [p.stem for p in inputs]
-        for p, lab in zip(inputs, out):
+        for p, lab in zip(inputs, out, strict=True):
             if not plain_name(lab):
                 raise BnnflowError(f"{p}: its name {lab!r} cannot name a folder inside --out; give --labels")
     if len(set(out)) != len(out):
@@ -107,7 +107,7 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
     """Build every input at every target FPS (reusing finished builds) and read the results."""
     names = _check_args(inputs, fps, clock_ns, labels)
     hashes = {p: sha256_file(p) for p in inputs}
-    jobs = [(name, p, f) for name, p in zip(names, inputs) for f in fps]
+    jobs = [(name, p, f) for name, p in zip(names, inputs, strict=True) for f in fps]
     build = None
     reused = 0
     for name, p, f in progress(jobs, total=len(jobs), desc="sweep builds"):
@@ -129,7 +129,7 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
     print(f"sweep: {len(jobs) - reused} built, {reused} reused, in {out_dir}")
     return [Net(name, p, [replace(read_build(out_dir / name / fps_dir_name(f), f"{name} @ {f:g}"), target_fps=f)
                           for f in fps])
-            for name, p in zip(names, inputs)]
+            for name, p in zip(names, inputs, strict=True)]
 
 
 # ---------------------------------------------------------------- tables

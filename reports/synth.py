@@ -21,7 +21,6 @@ synthesis columns.
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnflow.errors import BnnflowError
+from bnnflow.files import read_json
 from build_flows.build_dir import BuildDir
 
 # (JSON written by FINN, the XML it was parsed from), best first.
@@ -67,10 +67,7 @@ def _numbers(obj: Any, path: Path) -> dict[str, dict[str, float]]:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BnnflowError(f"{path}: malformed post-synthesis report, not valid JSON ({exc}); {_FIX}") from exc
+    return read_json(path, "malformed post-synthesis report, not valid JSON", _FIX)
 
 
 def parse_utilization_xml(xml_path: Path, accel_path: Path) -> dict[str, dict[str, float]]:

@@ -9,8 +9,9 @@ first build given.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from reports.finn_reports import Build, Layer
 

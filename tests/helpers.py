@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,3 +27,10 @@ def save_random_net(arch: str, widths: list[int], path: Path, seed: int = 1,
             mod.bias.data.uniform_(-1.0, 1.0)
     checkpoint.save(model, meta if meta is not None else {"accuracy": None, "n": 0}, path)
     return path
+
+
+def copy_build(src: Path, dst: Path) -> Path:
+    """A copy of the build folder ``src`` at ``dst`` (links kept as links), e.g. of the session's
+    ``shared_tfc_build`` for a module that writes into it."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst

@@ -16,8 +16,8 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-
 from helpers import save_random_net
+
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import copy_build
 
 from bnnflow import checkpoint
 from bnnflow.errors import BnnflowError
@@ -207,12 +208,8 @@ def test_fuzzed_folding_files(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- build folders
 @pytest.fixture(scope="module")
-def tfc_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from build_flows.build import build
-
-    d = tmp_path_factory.mktemp("fuzz_build") / "build"
-    build(TFC, "Pynq-Z1", d, target_fps=10000, n_check=0)
-    return d
+def tfc_build(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_build(shared_tfc_build, tmp_path_factory.mktemp("fuzz_build") / "build")
 
 
 def _corruptible_files(build: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import copy_build
 
 from bnnflow import checkpoint, data
 from bnnflow.errors import BnnflowError, CheckpointError, DataError
@@ -39,10 +40,8 @@ GARBAGE_ONNX = b"\x08\x07garbage" * 50
 
 
 @pytest.fixture(scope="module")
-def tfc_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tfc") / "build"
-    build(TFC, "Pynq-Z1", d, target_fps=10000, n_check=0)
-    return d
+def tfc_build(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_build(shared_tfc_build, tmp_path_factory.mktemp("tfc") / "build")
 
 
 def _copy_build(src: Path, dst: Path) -> Path:
@@ -316,8 +315,9 @@ def test_nonsense_numbers_are_one_line(case: str, tfc_build: Path, tmp_path: Pat
 def test_target_fps_bounds_in_the_library(tmp_path: Path) -> None:
     """10: build() itself refuses a target below 1 FPS or above one frame per cycle, before FINN."""
     for fps, what in ((0.5, ">= 1"), (1e12, "one frame per clock cycle"), (float("nan"), ">= 1")):
-        with pytest.raises(BnnflowError, match="--target-fps"):
+        with pytest.raises(BnnflowError, match="--target-fps") as exc:
             build(TFC, "Pynq-Z1", tmp_path / "b", target_fps=fps, n_check=0)
+        assert what in str(exc.value), str(exc.value)
     assert _listing(tmp_path) == []
 
 

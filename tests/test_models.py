@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from brevitas.nn import QuantIdentity
@@ -50,9 +52,22 @@ def test_binary_quantizers_have_unit_scale_and_binary_values() -> None:
 
 
 def test_classifier_scale_is_positive_so_argmax_is_unchanged() -> None:
-    for arch in models.ARCHS:
-        clf = models.build(arch).classifier
-        assert isinstance(clf, BinaryClassifier) and clf.log_scale.detach().exp().item() > 0
+    """Whatever the learned (log) scale, the logits are the popcount scores times a positive scalar: the
+    class ranking FINN's TopK computes without the scale is the network's."""
+    torch.manual_seed(0)
+    for arch in ("tfc", "cnv"):
+        net = models.build(arch).eval()
+        clf = net.classifier
+        assert isinstance(clf, BinaryClassifier)
+        x = torch.rand(8, *models.ARCHS[arch].input_shape)
+        with torch.no_grad():
+            clf.log_scale.fill_(0.0)
+            raw = net(x)
+            for log_scale in (-20.0, 3.0):
+                clf.log_scale.fill_(log_scale)
+                y = net(x)
+                assert torch.allclose(y, raw * math.exp(log_scale), rtol=1e-5, atol=0), (arch, log_scale)
+                assert torch.equal(y.argmax(1), raw.argmax(1))
 
 
 def test_padding_keeps_conv_inputs_binary() -> None:

@@ -206,8 +206,11 @@ def test_pruning_run_honours_target_and_granularity(tmp_path: Path, method: str)
     expected = (["unpruned", "select all", "retrain fc1", "retrain fc1"] if method == "msf-cascade"
                 else ["unpruned", "select fc1", "retrain fc1", "select fc2", "retrain fc2"])
     assert labels == expected
-    for name in ("report.md", "report.json", "curve.png"):
-        assert (tmp_path / "out.prune" / name).stat().st_size > 0
+    work = tmp_path / "out.prune"
+    assert json.loads((work / "report.json").read_text())["pruning"]["kept"] == info["kept"]
+    md = (work / "report.md").read_text()
+    assert f"PFR achieved **{info['pfr']:.4f}**" in md and md.count("\n| ") == len(labels) + 1  # header + rows
+    assert (work / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_learned_pruning_on_cnv_with_granularity(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import save_random_net
+from helpers import copy_build, save_random_net
 
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
@@ -52,8 +52,8 @@ def pruned_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(TFC_CKPT, tmp_path_factory.mktemp("tfc") / "tfc", 10000)
+def tfc(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_build(shared_tfc_build, tmp_path_factory.mktemp("tfc") / "tfc")
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +92,14 @@ def test_tables_hold_finn_numbers(which: str, request: pytest.FixtureRequest) ->
     layer_rows = t.rows[:-1]
     assert [r[0] for r in layer_rows] == list(cycles)  # every layer, in FINN's order
     for r in layer_rows:
-        row = dict(zip(t.columns, r))
+        row = dict(zip(t.columns, r, strict=True))
         name = row["Layer"]
         assert row["Cycles"] == cycles[name]
         assert (row["LUT"], row["BRAM18"], row["DSP"]) == (res[name]["LUT"], res[name]["BRAM_18K"], res[name]["DSP"])
         for attr in ("PE", "SIMD"):
             if attr in folding.get(name, {}):
                 assert row[attr] == folding[name][attr], (name, attr)
-    total = dict(zip(t.columns, t.rows[-1]))
+    total = dict(zip(t.columns, t.rows[-1], strict=True))
     assert (total["LUT"], total["BRAM18"], total["DSP"]) == (res["total"]["LUT"], res["total"]["BRAM_18K"],
                                                              res["total"]["DSP"])
     assert total["Cycles"] == perf["max_cycles"]
@@ -111,7 +111,7 @@ def test_tables_hold_finn_numbers(which: str, request: pytest.FixtureRequest) ->
     assert s.row("LUT % of board (est.)")[1] == pytest.approx(100 * res["total"]["LUT"] / 53200)
     assert s.row("BRAM18 % of board (est.)")[1] == pytest.approx(100 * res["total"]["BRAM_18K"] / 280)
     mvau = [r for r in layer_rows if r[1] == "MVAU_hls"]
-    assert mvau and all(dict(zip(t.columns, r))["W bits"] in (1, 2) for r in mvau)
+    assert mvau and all(dict(zip(t.columns, r, strict=True))["W bits"] in (1, 2) for r in mvau)
 
 
 def test_accuracy_and_pfr_from_checkpoint_then_simulator(tfc_pruned: Path, tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_vivado_synthesis_reports_parsed(tfc: Path, tmp_path: Path) -> None:
     assert s.fmax_mhz == pytest.approx(1000 / (10 - 1.296))
     assert s.ooc == _json(FIXTURES / "ooc_synth_and_timing.json")
     t = layer_table(b)
-    row = dict(zip(t.columns, t.row("MVAU_hls_1")))
+    row = dict(zip(t.columns, t.row("MVAU_hls_1"), strict=True))
     est = _json(d / "report" / "estimate_layer_resources.json")["MVAU_hls_1"]
     assert (row["LUT"], row["LUT syn"], row["FF syn"], row["RAMB18 syn"]) == (est["LUT"], 402, 455, 1)
     summ = summary_table([b])

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_build, save_random_net
 from qonnx.core.datatype import DataType
 
-from helpers import save_random_net
 from bnnflow import data
 from bnnflow.files import CACHE_ENV
 from build_flows.build import build
@@ -176,8 +176,8 @@ def test_cache_folders_honour_the_umask(dwc: object, tmp_path: Path, monkeypatch
 
 # ---------------------------------------------------------------- TFC (a real build, default run)
 @pytest.fixture(scope="module")
-def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build(TFC_CKPT, tmp_path_factory.mktemp("tfc") / "build", target_fps=10000)
+def tfc(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_build(shared_tfc_build, tmp_path_factory.mktemp("tfc") / "build")
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import copy_build, save_random_net
 
-from helpers import save_random_net
 from bnnflow import data
 from bnnflow.errors import BnnflowError
 from build_flows.build import build
+from build_flows.build_dir import open_build
 from conformance.run import compare_with_finn
 from hw import run, verify
 from hw.artifacts import load_artifacts
-from build_flows.build_dir import open_build
 from hw.cycles import cycle_report
 from hw.graph import load_graph
 from hw.simulate import Simulator, accumulator_datatype
@@ -45,8 +45,8 @@ def make_build(ckpt: Path, out: Path, target_fps: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_build(TFC_CKPT, tmp_path_factory.mktemp("tfc") / "build", target_fps=10000)
+def tfc(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_build(shared_tfc_build, tmp_path_factory.mktemp("tfc") / "build")
 
 
 @pytest.fixture(scope="module", params=["narrow", "pruned"])
@@ -192,10 +192,10 @@ def test_cnv_cycles_equal_finn_estimates(cnv: Path) -> None:
 
 def test_cnv_accumulators_hold_the_popcount(cnv: Path) -> None:
     """Every XNOR accumulator the build generates holds [0, MW]; FINN's sizing alone would not."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
     from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
     from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
 
     b = open_build(cnv)
     xnor = [layer for layer in load_graph(b.accel).layers
@@ -254,6 +254,7 @@ def test_padded_streamlined_scores_are_exactly_brevitas_logits(padded: Path) -> 
     import torch
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
+
     from bnnflow import checkpoint
 
     imgs, _, _ = _images(padded, 12)
@@ -276,10 +277,15 @@ def test_padded_streamlined_scores_are_exactly_brevitas_logits(padded: Path) -> 
 
 
 def test_padded_build_has_fmpadding(padded: Path) -> None:
+    """One FMPadding per padded convolution of the Brevitas net, with its padding."""
+    from bnnflow import checkpoint
+    from models.layers import BinaryPad
+
+    net, _ = checkpoint.load(padded.parent / "net.pt")
+    want = [m.pad for m in net.modules() if isinstance(m, BinaryPad) and m.pad > 0]
     layers = load_graph(open_build(padded).accel).layers
     pads = [layer for layer in layers if layer.op == "FMPadding"]
-    convs = [layer for layer in layers if layer.op == "ConvolutionInputGenerator"]
-    assert pads and len(pads) <= len(convs)
+    assert want and [layer.attrs["Padding"][0] for layer in pads] == want
     assert any(layer.attrs["inputDataType"] == "BINARY" for layer in pads)  # bipolar -1 is bit 0
 
 
@@ -345,6 +351,7 @@ def test_resnet_block_outputs_equal_brevitas(resnet: Path) -> None:
     import torch
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
+
     from bnnflow import checkpoint
 
     imgs, _, _ = _images(resnet, 4)
