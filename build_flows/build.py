@@ -163,18 +163,18 @@ class _Runner:
         if logfile.is_file():
             self.log.append(logfile.read_text())  # each call starts the log afresh
         if rc != 0:
-            step, exc = self.error or ("build_dataflow_cfg", RuntimeError("see the build log"))
-            if isinstance(exc, NotSupported):
-                raise NotSupported(exc.what, str(self.source)) from None
-            if isinstance(exc, BnnflowError):  # bnnflow's own checks inside a step: name the file
-                raise BnnflowError(f"{self.source}: {exc}") from None
-            if isinstance(exc, KeyboardInterrupt):
-                raise exc
-            msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            step, err = self.error or ("build_dataflow_cfg", RuntimeError("see the build log"))
+            if isinstance(err, NotSupported):
+                raise NotSupported(err.what, str(self.source)) from None
+            if isinstance(err, BnnflowError):  # bnnflow's own checks inside a step: name the file
+                raise BnnflowError(f"{self.source}: {err}") from None
+            if isinstance(err, KeyboardInterrupt):
+                raise err
+            msg = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             if self.folding is not None and step in FOLDING_STEPS:
                 raise BnnflowError(f"{self.folding}: FINN's {step} failed with this folding file: "
-                                   f"{type(exc).__name__}: {msg}; check its node attributes")
-            raise BnnflowError(f"{self.source}: FINN's {step} failed: {type(exc).__name__}: {msg}")
+                                   f"{type(err).__name__}: {msg}; check its node attributes")
+            raise BnnflowError(f"{self.source}: FINN's {step} failed: {type(err).__name__}: {msg}")
 
     def finish(self) -> None:
         self.bar.close()
@@ -319,7 +319,7 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         cfg = _config(out, b, target_fps, folding_file, clock_ns, list(steps), vivado, fifo, depths_file)
         runner = _Runner(cfg, out / MODEL_FILE, len(steps), fifo, src, folding)
         runner.run(None, LAST_BEFORE_FOLDING)
-        if fold_cfg is not None:
+        if fold_cfg is not None and folding is not None:
             from qonnx.core.modelwrapper import ModelWrapper
             from qonnx.transformation.general import GiveUniqueNodeNames
 

@@ -81,7 +81,6 @@ def qonnx_top1(onnx_path: Path, images: np.ndarray) -> np.ndarray:
 def compare_with_finn(build_dir: Path, x: np.ndarray) -> tuple[int, str | None]:
     """Compare every tensor the simulator and FINN both compute; (count, first differing name or None)."""
     from build_flows.build_dir import open_build
-
     from hw import verify
     from hw.graph import load_graph
     from hw.simulate import Simulator

@@ -81,7 +81,8 @@ def _sim(a: argparse.Namespace) -> int:
     if a.threads is not None:
         import numba
 
-        numba.set_num_threads(max(1, min(a.threads, numba.config.NUMBA_NUM_THREADS)))
+        # numba.config sets its attributes at import: its stubs do not list them
+        numba.set_num_threads(max(1, min(a.threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     if a.rtl and a.cppsim:
         raise BnnflowError("--rtl and --cppsim are two runs: give one of them")
     if a.rtl:

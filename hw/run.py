@@ -120,7 +120,7 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
         "wrap_accumulators": wrap_accumulators,
         # accumulator values outside the generated accumulator type: the hardware's ap_int would wrap there
         "accumulator_overflows": {k: int(v.sum()) for k, v in overflows.items() if v.sum()},
-        "images_with_accumulator_overflow": int(sum(v > 0 for v in overflows.values()).astype(bool).sum())
+        "images_with_accumulator_overflow": int(np.logical_or.reduce([v > 0 for v in overflows.values()]).sum())
         if overflows else 0,
     }
     n_finn = min(finn_limit, len(split))

@@ -48,7 +48,8 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
 
     model, prefix = _golden_model(build)
     in_name, out_name = model.graph.input[0].name, model.graph.output[0].name
-    outs, seen = [], {}
+    outs: list[np.ndarray] = []
+    seen: dict[str, list[np.ndarray]] = {}
     for i in range(len(x)):
         try:
             ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)},

@@ -60,7 +60,7 @@ def finish(pruner: Pruner, source_path: str, out: Path, log: Callable[[str], Non
                      "wall_time_s": round(wall + row["wall_time_s"], 1)} for k, row in enumerate(rows)]
         wall = history[-1]["wall_time_s"]
     acc = accuracy(pruned, pruner.test_split, show_progress=True)
-    info = {
+    info: dict[str, Any] = {
         "pfr": pfr.pfr(pruner.original, kept),
         "method": pruner.cfg.method,
         "kept": kept,
@@ -106,8 +106,9 @@ def check_fit(pruned: BinaryNet, history: list[dict[str, Any]], cfg: PruneConfig
     those honour the budget."""
     from build_flows.cost import finn_estimates
 
+    board, target_fps = cfg.fit_target()
     fit = dict(next(row["fit"] for row in history if row["label"] == "allocate all"))
-    reports = finn_estimates(pruned, cfg.fit_board, cfg.fit_fps, cfg.clock_ns)
+    reports = finn_estimates(pruned, board, target_fps, cfg.clock_ns)
     built = {k: float(v) for k, v in reports["estimate_layer_resources"]["total"].items()}
     fps = float(reports["estimate_network_performance"]["estimated_throughput_fps"])
     over = [r for r, limit in fit["limits"].items() if built[r] > limit]

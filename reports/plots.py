@@ -57,7 +57,8 @@ def summary_chart(builds: list[Build], path: Path) -> Path:
     x = np.arange(len(keys))
     relative = all(b.capacity for b in builds)
     for i, b in enumerate(builds):
-        vals = [100.0 * b.total.get(k, 0) / b.capacity[k] if relative else b.total.get(k, 0) for k, _ in keys]
+        cap = b.capacity if relative else None
+        vals = [100.0 * b.total.get(k, 0) / cap[k] if cap else b.total.get(k, 0) for k, _ in keys]
         bars = ax.bar(x + (i - (len(builds) - 1) / 2) * width, vals, width, label=b.label)
         ax.bar_label(bars, fmt="%.1f" if relative else "%.0f", fontsize=7)
     ax.set_xticks(x, [n for _, n in keys])

@@ -148,7 +148,7 @@ def layer_table(b: Build) -> Table:
         row = [la.name] + [g(la) for _, g in cols]
         row += [synth.get(la.name, {}).get(k) for _, k in syn_cols]
         rows.append(row)
-    total = ["total (FINN)"] + [None] * len(cols) + [None] * len(syn_cols)
+    total: list[Any] = ["total (FINN)"] + [None] * len(cols) + [None] * len(syn_cols)
     for i, (n, _) in enumerate(cols, start=1):
         key = {"LUT": "LUT", "BRAM18": "BRAM_18K", "URAM": "URAM", "DSP": "DSP"}.get(n)
         if key:
@@ -158,7 +158,7 @@ def layer_table(b: Build) -> Table:
     rows.append(total)
     note = ("Cycles, LUT, BRAM18, DSP: FINN's estimates; the total row's Cycles is the initiation interval "
             "(slowest layer). ")
-    if syn_cols:
+    if syn_cols and b.synth is not None:
         note += ("'syn' columns: post-synthesis, from " + ", ".join(p.name for p in b.synth.sources) + ". ")
     return Table(f"Per layer: {b.label}", ["Layer"] + [n for n, _ in cols] + [n for n, _ in syn_cols], rows,
                  note, numeric_from=2)

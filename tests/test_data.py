@@ -13,6 +13,7 @@ import torch
 
 from bnnflow import data
 from bnnflow.errors import DataError
+from bnnflow.files import CACHE_ENV
 
 
 def test_mnist_shapes_labels_and_range() -> None:
@@ -88,7 +89,7 @@ def test_non_gzip_and_missing_files_are_clear(tmp_path: Path) -> None:
 
 
 def test_corrupt_cifar_tar_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     (tmp_path / "cifar10").mkdir()
     tar_path = tmp_path / "cifar10" / "cifar10-jpeg.tar.gz"
     tar_path.write_bytes(b"\x1f\x8b garbage")

@@ -24,7 +24,7 @@ from build_flows.build import build
 from build_flows.build_dir import open_build
 from conformance.run import compare_with_finn
 from hw import run, verify
-from hw.artifacts import load_artifacts
+from hw.artifacts import _code_dir, load_artifacts
 from hw.cycles import cycle_report
 from hw.graph import load_graph
 from hw.simulate import Simulator, accumulator_datatype
@@ -108,7 +108,8 @@ def test_tfc_corrupted_weight_file_is_caught(tfc: Path, tmp_path: Path) -> None:
     b = open_build(tfc)
     g = load_graph(b.accel, b.parent)
     layer = next(layer for layer in g.layers if layer.op == "MVAU")
-    mem = Path(layer.code_dir) / "memblock.dat"
+    mem = _code_dir(layer, b.root) / "memblock.dat"  # the copy's own file, not the original build's
+    assert mem.resolve().is_relative_to(tfc.resolve())
     original = mem.read_text()
     lines = original.split("\n")
     first = lines[3]

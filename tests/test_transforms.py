@@ -442,6 +442,20 @@ def test_copied_steps_match_finn_plus(tmp_path: Path) -> None:
         assert hashlib.sha256(source.encode()).hexdigest() == sha, f"FINN's {name} changed: re-copy it"
 
 
+def test_private_finn_apis_bnnflow_calls_are_there() -> None:
+    """bnnflow calls three of finn-plus 1.6.1's private helpers, as FINN's own steps do (the copied steps
+    call the same ones; rewriting them would be a second copy of FINN's logic): a finn-plus that renames
+    or reshapes one fails here, not inside a build."""
+    import finn.builder.build_dataflow_config as bc
+    from finn.util import vivado
+
+    cfg = bc.DataflowBuildConfig(output_dir="x", synth_clk_period_ns=10.0, target_fps=1000,
+                                 generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
+    assert cfg._resolve_cycles_per_frame() == 100_000  # 10 ns clock, 1000 FPS
+    assert cfg._resolve_verification_steps() == []
+    assert list(inspect.signature(vivado._parse_vivado_timing_report).parameters) == ["report_path"]
+
+
 def test_streamline_refusal_becomes_not_supported(tmp_path: Path) -> None:
     """A refusal inside the copied step reaches the build as bnnflow's NotSupported, in one line."""
     import finn.builder.build_dataflow_config as bc
