@@ -35,8 +35,7 @@ def main() -> None:
         r = build(ckpt, a.board, a.out / name, target_fps=a.target_fps)
         wall = time.perf_counter() - t0
         finn_s = sum(s["seconds"] for s in r.manifest.steps)
-        rows.append((name, wall, finn_s, r.estimated_fps, r.totals["LUT"], r.totals["BRAM_18K"],
-                     r.manifest.accuracy))
+        rows.append((name, wall, finn_s, r.estimated_fps, r.totals["LUT"], r.totals["BRAM_18K"], r.manifest.accuracy))
     print(f"\n{a.board}, target {a.target_fps} FPS, 100 MHz clock (FINN estimates, no Vivado)")
     print(f"{'model':18} {'build s':>8} {'FINN s':>7} {'est. FPS':>9} {'LUT':>7} {'BRAM18':>7} {'accuracy':>9}")
     for name, wall, finn_s, fps, lut, bram, acc in rows:

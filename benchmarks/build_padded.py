@@ -60,15 +60,25 @@ def main() -> None:
             continue
         wall = time.perf_counter() - t0
         rep = run.sim_report(a.out / name, limit=a.sim, finn_limit=3)
-        rows.append((name, widths, wall, r, f"agree FINN {rep['agree_with_finn']:.3f} (on {rep['finn_n']}), "
-                                            f"torch {rep['agree_with_torch']:.3f} (on {rep['n']})"))
+        rows.append(
+            (
+                name,
+                widths,
+                wall,
+                r,
+                f"agree FINN {rep['agree_with_finn']:.3f} (on {rep['finn_n']}), "
+                f"torch {rep['agree_with_torch']:.3f} (on {rep['n']})",
+            )
+        )
     print(f"\n{a.board}, target {a.target_fps} FPS, 100 MHz clock (FINN estimates, no Vivado)")
     for name, widths, wall, r, note in rows:
         if r is None:
             print(f"{name:20} {widths}  {wall:6.1f} s  DOES NOT BUILD: {note}")
         else:
-            print(f"{name:20} {widths}  {wall:6.1f} s  {r.estimated_fps:7,.0f} FPS  LUT {r.totals['LUT']:8,.0f}  "
-                  f"BRAM18 {r.totals['BRAM_18K']:5,.0f}  {note}")
+            print(
+                f"{name:20} {widths}  {wall:6.1f} s  {r.estimated_fps:7,.0f} FPS  LUT {r.totals['LUT']:8,.0f}  "
+                f"BRAM18 {r.totals['BRAM_18K']:5,.0f}  {note}"
+            )
 
 
 if __name__ == "__main__":

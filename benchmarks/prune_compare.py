@@ -30,8 +30,12 @@ def main() -> None:
     ap.add_argument("--granularity", type=int, default=1)
     ap.add_argument("--stage-samples", type=int, default=10000)
     ap.add_argument("--stage-epochs", type=int, default=1)
-    ap.add_argument("--finetune-epochs", type=int, default=0,
-                    help="whole-network fine-tune of each pruned net (prune.finetune), full epochs")
+    ap.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        help="whole-network fine-tune of each pruned net (prune.finetune), full epochs",
+    )
     ap.add_argument("--allocation", default="uniform", help="uniform | learned (see prune/allocation.py)")
     ap.add_argument("--seeds", default="0", help="comma-separated seeds; the table shows the mean")
     ap.add_argument("--out", type=Path, required=True, help="folder for the pruned checkpoints and reports")
@@ -45,15 +49,33 @@ def main() -> None:
     for p in pfrs:
         for m in methods:
             for seed in seeds:
-                cfg = PruneConfig(method=m, target_pfr=p, granularity=a.granularity,
-                                  stage_samples=a.stage_samples or None, main_epochs=a.stage_epochs, seed=seed,
-                                  finetune_epochs=a.finetune_epochs, allocation=a.allocation)
+                cfg = PruneConfig(
+                    method=m,
+                    target_pfr=p,
+                    granularity=a.granularity,
+                    stage_samples=a.stage_samples or None,
+                    main_epochs=a.stage_epochs,
+                    seed=seed,
+                    finetune_epochs=a.finetune_epochs,
+                    allocation=a.allocation,
+                )
                 t0 = time.time()
                 s = prune_checkpoint(a.checkpoint, cfg, a.out / f"{m}_{p:.2f}_s{seed}.pt", log=lambda _: None)
-                rows.append({"method": m, "target_pfr": p, "seed": seed, "accuracy": s["accuracy"],
-                             "pfr": s["pruning"]["pfr"], "wall_s": round(time.time() - t0, 1)})
-                print(f"{m} target {p} seed {seed}: PFR {s['pruning']['pfr']:.4f} accuracy {s['accuracy']:.4f} "
-                      f"[{time.time() - t0:.0f}s]", flush=True)
+                rows.append(
+                    {
+                        "method": m,
+                        "target_pfr": p,
+                        "seed": seed,
+                        "accuracy": s["accuracy"],
+                        "pfr": s["pruning"]["pfr"],
+                        "wall_s": round(time.time() - t0, 1),
+                    }
+                )
+                print(
+                    f"{m} target {p} seed {seed}: PFR {s['pruning']['pfr']:.4f} accuracy {s['accuracy']:.4f} "
+                    f"[{time.time() - t0:.0f}s]",
+                    flush=True,
+                )
                 (a.out / "compare.json").write_text(json.dumps(rows, indent=2))  # after every run
 
     def cell(m: str, p: float) -> str:
@@ -62,8 +84,10 @@ def main() -> None:
         return f"{mean:.4f}" + (f" ({min(accs):.4f}-{max(accs):.4f})" if len(accs) > 1 else "")
 
     achieved = {p: next(r["pfr"] for r in rows if r["target_pfr"] == p) for p in pfrs}
-    print(f"\n{model.arch} {a.checkpoint}: unpruned accuracy {s['source_accuracy']:.4f} on {s['n']} test "
-          f"images; stage samples {a.stage_samples}, stage epochs {a.stage_epochs}, seeds {a.seeds}\n")
+    print(
+        f"\n{model.arch} {a.checkpoint}: unpruned accuracy {s['source_accuracy']:.4f} on {s['n']} test "
+        f"images; stage samples {a.stage_samples}, stage epochs {a.stage_epochs}, seeds {a.seeds}\n"
+    )
     print("| method | " + " | ".join(f"PFR {achieved[p]:.3f}" for p in pfrs) + " |")
     print("|---|" + "---:|" * len(pfrs))
     for m in methods:

@@ -57,9 +57,11 @@ def main() -> None:
     ref = numba_kernel()
     print(f"| method ({n} images, {a.threads} thread(s)) | ms/image | exact |")
     print("| --- | --- | --- |")
-    for name, fn in [("numba popcount kernel (hw/kernels.py)", numba_kernel),
-                     ("numpy bitwise_count on packed im2col", numpy_bitwise_count),
-                     ("float32 matmul of +-1 im2col", float_matmul)]:
+    for name, fn in [
+        ("numba popcount kernel (hw/kernels.py)", numba_kernel),
+        ("numpy bitwise_count on packed im2col", numpy_bitwise_count),
+        ("float32 matmul of +-1 im2col", float_matmul),
+    ]:
         t0 = time.perf_counter()
         got = fn()
         dt = time.perf_counter() - t0
@@ -72,8 +74,20 @@ def main() -> None:
     print("| --- | --- | --- |")
     outs = {}
     for dt in (np.int16, np.float32, np.int32, np.int64):
-        args = (x8.astype(dt), np.ascontiguousarray(w1.astype(dt)), t1.astype(dt), 1, 1, 1, 1, 30, 30,
-                -(2**15), 2**15 - 1, False)
+        args = (
+            x8.astype(dt),
+            np.ascontiguousarray(w1.astype(dt)),
+            t1.astype(dt),
+            1,
+            1,
+            1,
+            1,
+            30,
+            30,
+            -(2**15),
+            2**15 - 1,
+            False,
+        )
         kernels.int_conv_threshold_bits(args[0][:2], *args[1:])  # compile
         t0 = time.perf_counter()
         outs[dt], _ = kernels.int_conv_threshold_bits(*args)

@@ -68,8 +68,7 @@ def main() -> None:
     agree_torch = float((preds["sim"] == preds["torch"]).mean())
     agree_finn = float((verify.top1(fout) == preds["sim"][: a.finn_n]).mean())
     acc = float((preds["sim"] == split.labels).mean())
-    print(f"\nagree_with_torch {agree_torch} (n={n}), agree_with_finn {agree_finn} (n={a.finn_n}), "
-          f"accuracy {acc:.4f}")
+    print(f"\nagree_with_torch {agree_torch} (n={n}), agree_with_finn {agree_finn} (n={a.finn_n}), accuracy {acc:.4f}")
 
 
 if __name__ == "__main__":

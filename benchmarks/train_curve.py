@@ -47,18 +47,31 @@ def main() -> None:
         rows, cfg = history(path)
         ep = [r["epoch"] for r in rows]
         if rows and "holdout_acc" in rows[0]:
-            ax.plot(ep, [100 * r["holdout_acc"] for r in rows], label=f"{label}: {cfg.get('holdout')} held-out "
-                    "training images")
-        ax.plot(ep, [100 * r["test_acc"] for r in rows], "--", label=f"{label}: first {rows[0]['n_monitor']} "
-                "test images" if rows else label)
-        print(f"{label} ({path}): {len(rows)} of {cfg['epochs']} epochs, lr {cfg['lr']}, "
-              f"{rows[-1]['wall_time_s'] / 60:.0f} min" if rows else f"{label}: no epochs yet")
+            ax.plot(
+                ep,
+                [100 * r["holdout_acc"] for r in rows],
+                label=f"{label}: {cfg.get('holdout')} held-out training images",
+            )
+        ax.plot(
+            ep,
+            [100 * r["test_acc"] for r in rows],
+            "--",
+            label=f"{label}: first {rows[0]['n_monitor']} test images" if rows else label,
+        )
+        print(
+            f"{label} ({path}): {len(rows)} of {cfg['epochs']} epochs, lr {cfg['lr']}, "
+            f"{rows[-1]['wall_time_s'] / 60:.0f} min"
+            if rows
+            else f"{label}: no epochs yet"
+        )
         print("| epoch | loss | held-out | test (curve) | lr | wall min |")
         print("|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             held = f"{100 * r['holdout_acc']:.2f}%" if "holdout_acc" in r else "-"
-            print(f"| {r['epoch']} | {r['loss']:.4f} | {held} | {100 * r['test_acc']:.2f}% | {r['lr']:.5f} | "
-                  f"{r['wall_time_s'] / 60:.1f} |")
+            print(
+                f"| {r['epoch']} | {r['loss']:.4f} | {held} | {100 * r['test_acc']:.2f}% | {r['lr']:.5f} | "
+                f"{r['wall_time_s'] / 60:.1f} |"
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(alpha=0.3)

@@ -96,7 +96,7 @@ def main() -> None:
             torch.set_num_threads(threads)
             for v, s in steps.items():
                 t0 = time.perf_counter()
-                for x, y in batches[1:a.steps + 1]:
+                for x, y in batches[1 : a.steps + 1]:
                     s(x, y)
                 times.setdefault((v, threads), []).append((time.perf_counter() - t0) / a.steps)
     n_train = 50000 if models.ARCHS[a.arch].dataset == "cifar10" else 60000

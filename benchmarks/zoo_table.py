@@ -26,9 +26,17 @@ from bnnflow.train import TrainConfig
 def train_command(cfg: dict) -> str:
     """The ``bnnflow train`` command line of a stored TrainConfig (non-default options only)."""
     default = TrainConfig(arch=cfg["arch"])
-    flags = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "lr_min": "--lr-min",
-             "schedule": "--schedule", "weight_decay": "--weight-decay", "seed": "--seed",
-             "train_limit": "--train-limit", "eval_limit": "--eval-limit"}
+    flags = {
+        "epochs": "--epochs",
+        "batch_size": "--batch-size",
+        "lr": "--lr",
+        "lr_min": "--lr-min",
+        "schedule": "--schedule",
+        "weight_decay": "--weight-decay",
+        "seed": "--seed",
+        "train_limit": "--train-limit",
+        "eval_limit": "--eval-limit",
+    }
     parts = [f"bnnflow train --model {cfg['arch']} --out runs/{cfg['arch']}"]
     for key, flag in flags.items():
         if cfg.get(key) != getattr(default, key):
@@ -46,8 +54,10 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(2)
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| checkpoint | model | widths | test accuracy | n | = stored | epochs | train wall time | eval s "
-          "| how it was made |")
+    print(
+        "| checkpoint | model | widths | test accuracy | n | = stored | epochs | train wall time | eval s "
+        "| how it was made |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted(models.ZOO_DIR.glob("*.pt")):
         model, meta = checkpoint.load(path)
@@ -63,8 +73,10 @@ def main() -> None:
         else:
             how = f"`{train_command(meta['train'])}`"
             epochs, wall = meta.get("epochs"), f"{meta.get('wall_time_s', 0) / 60:.1f} min"
-        print(f"| {path.name} | {model.arch} | {','.join(map(str, model.widths))} | {acc * 100:.2f}% "
-              f"| {len(split)} | {same} | {epochs} | {wall} | {dt:.1f} | {how} |")
+        print(
+            f"| {path.name} | {model.arch} | {','.join(map(str, model.widths))} | {acc * 100:.2f}% "
+            f"| {len(split)} | {same} | {epochs} | {wall} | {dt:.1f} | {how} |"
+        )
 
 
 if __name__ == "__main__":

@@ -62,14 +62,21 @@ def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     hint = "give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
     if "Weights only load failed" in text:
-        reason = next((line.split("WeightsUnpickler error:", 1)[1].strip() for line in text.splitlines()
-                       if "WeightsUnpickler error:" in line), "")
+        reason = next(
+            (
+                line.split("WeightsUnpickler error:", 1)[1].strip()
+                for line in text.splitlines()
+                if "WeightsUnpickler error:" in line
+            ),
+            "",
+        )
         reason = reason.split(" was not an allowed global")[0].replace("GLOBAL ", "").strip()
         return CheckpointError(
             f"{path}: not a readable checkpoint: it holds Python objects"
             f"{f' ({reason[:200]})' if reason else ''}, not only tensors and plain data; bnnflow never runs "
             "code from a checkpoint "
-            f"(it reads them with torch.load(weights_only=True)): {hint}")
+            f"(it reads them with torch.load(weights_only=True)): {hint}"
+        )
     first = text.splitlines()[0] if text else type(exc).__name__
     return CheckpointError(f"{path}: not a readable checkpoint ({first[:200]}); {hint}")
 
@@ -86,19 +93,27 @@ def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
     for key in ("arch", "widths", "state_dict", "meta"):
         if key not in obj:
             raise CheckpointError(f"{origin}: checkpoint lacks the {key!r} entry")
-    bad = {"arch": not isinstance(obj["arch"], str),
-           "widths": not isinstance(obj["widths"], (list, tuple))
-           or not all(isinstance(w, int) and not isinstance(w, bool) for w in obj["widths"]),
-           "state_dict": not isinstance(obj["state_dict"], dict)
-           or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()),
-           "meta": not isinstance(obj["meta"], dict)}
+    bad = {
+        "arch": not isinstance(obj["arch"], str),
+        "widths": not isinstance(obj["widths"], (list, tuple))
+        or not all(isinstance(w, int) and not isinstance(w, bool) for w in obj["widths"]),
+        "state_dict": not isinstance(obj["state_dict"], dict)
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()),
+        "meta": not isinstance(obj["meta"], dict),
+    }
     wrong = [k for k, v in bad.items() if v]
     if wrong:
-        want = {"arch": "a name", "widths": "a list of whole numbers", "state_dict": "a dict of tensors",
-                "meta": "a dict"}
+        want = {
+            "arch": "a name",
+            "widths": "a list of whole numbers",
+            "state_dict": "a dict of tensors",
+            "meta": "a dict",
+        }
         k = wrong[0]
-        raise CheckpointError(f"{origin}: damaged checkpoint: its {k!r} entry is {type(obj[k]).__name__}, not "
-                              f"{want[k]}; give a .pt file written by 'bnnflow train' or 'bnnflow prune'")
+        raise CheckpointError(
+            f"{origin}: damaged checkpoint: its {k!r} entry is {type(obj[k]).__name__}, not "
+            f"{want[k]}; give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
+        )
     return obj
 
 
@@ -124,18 +139,22 @@ def check_architecture(arch: str, widths: Any, origin: str) -> dict[str, torch.S
     """
     if widths is not None:
         if not isinstance(widths, (list, tuple)) or not all(
-                isinstance(w, int) and not isinstance(w, bool) for w in widths):
+            isinstance(w, int) and not isinstance(w, bool) for w in widths
+        ):
             raise BnnflowError(f"{origin}: widths must be a list of whole numbers, got {widths!r}")
         big = [w for w in widths if w > validate.MAX_WIDTH]
         if big:
-            raise BnnflowError(f"{origin}: width {big[0]:,} is above bnnflow's limit of {validate.MAX_WIDTH:,} "
-                               f"(widths {list(widths)})")
+            raise BnnflowError(
+                f"{origin}: width {big[0]:,} is above bnnflow's limit of {validate.MAX_WIDTH:,} (widths {list(widths)})"
+            )
     with torch.device("meta"):
         shape = models.build(arch, widths)
     n = sum(p.numel() for p in shape.parameters())
     if n > validate.MAX_PARAMETERS:
-        raise BnnflowError(f"{origin}: {arch} with widths {list(shape.widths)} has {n:,} parameters, above "
-                           f"bnnflow's limit of {validate.MAX_PARAMETERS:,}; give smaller widths")
+        raise BnnflowError(
+            f"{origin}: {arch} with widths {list(shape.widths)} has {n:,} parameters, above "
+            f"bnnflow's limit of {validate.MAX_PARAMETERS:,}; give smaller widths"
+        )
     return {k: v.shape for k, v in shape.state_dict().items()}
 
 
@@ -157,18 +176,22 @@ def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNe
     # shapes first, before the network is allocated (missing or extra names: load_state_dict says)
     wrong = [k for k in shapes if k in sd and tuple(sd[k].shape) != tuple(shapes[k])]
     if wrong:
-        raise CheckpointError(f"{origin}: weights do not fit {obj['arch']} {list(obj['widths'])}: {wrong[0]} is "
-                              f"{list(sd[wrong[0]].shape)}, the network needs {list(shapes[wrong[0]])}")
+        raise CheckpointError(
+            f"{origin}: weights do not fit {obj['arch']} {list(obj['widths'])}: {wrong[0]} is "
+            f"{list(sd[wrong[0]].shape)}, the network needs {list(shapes[wrong[0]])}"
+        )
     for k, v in sd.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(
                 f"{origin}: weights are not finite (NaN or infinite values in {k}), e.g. a training run "
-                "that diverged; retrain (a lower --lr) or give another checkpoint")
+                "that diverged; retrain (a lower --lr) or give another checkpoint"
+            )
         if k.endswith("running_var") and bool((v < 0).any()):
             # finite, but sqrt(var + eps) is NaN: the network (and FINN's thresholds) would compute NaN
             raise CheckpointError(
                 f"{origin}: negative BatchNorm variance in {k} (down to {float(v.min()):g}); a variance is "
-                "never negative, so the file is damaged: give another checkpoint")
+                "never negative, so the file is damaged: give another checkpoint"
+            )
     model = models.build(obj["arch"], obj["widths"])
     try:
         model.load_state_dict(sd)
@@ -194,8 +217,14 @@ def read_train_state(path: Path | str, state_format: str, map_location: Any = "c
         raise BnnflowError(f"{path}: not a readable training state ({type(exc).__name__}); {hint}") from None
     if not isinstance(state, dict) or state.get("format") != state_format:
         raise BnnflowError(f"{path}: not a bnnflow training state; {hint}")
-    want: dict[str, type | tuple[type, ...]] = {"config": dict, "epoch": int, "history": list,
-                                                "wall_time_s": (int, float), "optimizer": dict, "checkpoint": dict}
+    want: dict[str, type | tuple[type, ...]] = {
+        "config": dict,
+        "epoch": int,
+        "history": list,
+        "wall_time_s": (int, float),
+        "optimizer": dict,
+        "checkpoint": dict,
+    }
     for key, typ in want.items():
         if not isinstance(state.get(key), typ):
             got = "missing" if key not in state else f"a {type(state[key]).__name__}"
@@ -204,8 +233,9 @@ def read_train_state(path: Path | str, state_format: str, map_location: Any = "c
     if not isinstance(cfg.get("arch"), str) or not isinstance(cfg.get("epochs"), int):
         raise BnnflowError(f"{path}: damaged training state: its config lacks arch or epochs; {hint}")
     if not isinstance(state.get("best"), (dict, type(None))):
-        raise BnnflowError(f"{path}: damaged training state: its 'best' entry is {type(state['best']).__name__}; "
-                           f"{hint}")
+        raise BnnflowError(
+            f"{path}: damaged training state: its 'best' entry is {type(state['best']).__name__}; {hint}"
+        )
     try:
         from_dict(state["checkpoint"], f"{path} (its checkpoint entry)")
     except CheckpointError as exc:

@@ -45,21 +45,40 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--weight-decay", type=v.arg_float(0.0), default=0.0)
     p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
-    p.add_argument("--widths", type=v.arg_list(v.arg_int(1, v.MAX_WIDTH), "widths"), default=None,
-                   help="comma-separated per-layer widths (default: the architecture's)")
+    p.add_argument(
+        "--widths",
+        type=v.arg_list(v.arg_int(1, v.MAX_WIDTH), "widths"),
+        default=None,
+        help="comma-separated per-layer widths (default: the architecture's)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no CIFAR-10 crop/flip augmentation")
     p.add_argument("--train-limit", type=v.arg_int(1), default=None, help="use the first N training images")
-    p.add_argument("--eval-limit", type=v.arg_int(1), default=None,
-                   help="per-epoch test curve on the first N test images (the final figure uses all)")
-    p.add_argument("--holdout", type=v.arg_int(0), default=None, metavar="N",
-                   help="keep the last N training images out of training; the epoch best on them is "
-                        "the one kept (0: keep the last epoch; default 5000)")
-    p.add_argument("--no-fast", action="store_true",
-                   help="train through the Brevitas modules instead of their plain-torch twin")
+    p.add_argument(
+        "--eval-limit",
+        type=v.arg_int(1),
+        default=None,
+        help="per-epoch test curve on the first N test images (the final figure uses all)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=v.arg_int(0),
+        default=None,
+        metavar="N",
+        help="keep the last N training images out of training; the epoch best on them is "
+        "the one kept (0: keep the last epoch; default 5000)",
+    )
+    p.add_argument(
+        "--no-fast", action="store_true", help="train through the Brevitas modules instead of their plain-torch twin"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the training steps (C++ compiler)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    p.add_argument("--stop-after", type=v.arg_int(1), default=None, metavar="N",
-                   help="stop after N epochs of this call (continue later with --resume)")
+    p.add_argument(
+        "--stop-after",
+        type=v.arg_int(1),
+        default=None,
+        metavar="N",
+        help="stop after N epochs of this call (continue later with --resume)",
+    )
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
     v.add_data_dir_option(p)
 
@@ -70,19 +89,35 @@ def _train(a: argparse.Namespace) -> int:
     from bnnflow.train import TrainConfig, train
 
     cfg = TrainConfig(
-        arch=a.model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, lr_min=a.lr_min,
-        schedule=a.schedule, weight_decay=a.weight_decay, seed=a.seed,
-        augment=False if a.no_augment else None, widths=a.widths, train_limit=a.train_limit,
-        eval_limit=a.eval_limit, data_dir=str(a.data_dir) if a.data_dir else None,
-        fast=not a.no_fast, compile=a.compile,
+        arch=a.model,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        lr_min=a.lr_min,
+        schedule=a.schedule,
+        weight_decay=a.weight_decay,
+        seed=a.seed,
+        augment=False if a.no_augment else None,
+        widths=a.widths,
+        train_limit=a.train_limit,
+        eval_limit=a.eval_limit,
+        data_dir=str(a.data_dir) if a.data_dir else None,
+        fast=not a.no_fast,
+        compile=a.compile,
         **({} if a.holdout is None else {"holdout": a.holdout}),
     )
     if a.stop_after is not None and a.stop_after < 1:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
     cfg.validate()
     outdir.check_output_dir(a.out, "--out")
-    train(cfg, a.out, resume=a.resume, init_from=a.init_from, stop_after=a.stop_after,
-          log=lambda line: print(line, flush=True))
+    train(
+        cfg,
+        a.out,
+        resume=a.resume,
+        init_from=a.init_from,
+        stop_after=a.stop_after,
+        log=lambda line: print(line, flush=True),
+    )
     return 0
 
 
@@ -147,8 +182,14 @@ def _eval(a: argparse.Namespace) -> int:
     model, meta = checkpoint.load(a.checkpoint)
     split = data.load(model.dataset, "test", a.data_dir).subset(a.limit)
     acc = accuracy(model, split, show_progress=not a.json)
-    out = {"model": model.arch, "dataset": model.dataset, "widths": list(model.widths),
-           "accuracy": acc, "n": len(split), "stored_accuracy": meta.get("accuracy")}
+    out = {
+        "model": model.arch,
+        "dataset": model.dataset,
+        "widths": list(model.widths),
+        "accuracy": acc,
+        "n": len(split),
+        "stored_accuracy": meta.get("accuracy"),
+    }
     if a.json:
         _print_json(out)
     else:
@@ -159,8 +200,13 @@ def _eval(a: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- entry point
 #: every subcommand, in the pipeline's order
 COMMANDS: list[Command] = [
-    ("train", _train_opts, _train), ("info", _info_opts, _info), ("eval", _eval_opts, _eval),
-    *prune.cli.COMMANDS, *build_flows.cli.COMMANDS, *hw.cli.COMMANDS, *reports.cli.COMMANDS,
+    ("train", _train_opts, _train),
+    ("info", _info_opts, _info),
+    ("eval", _eval_opts, _eval),
+    *prune.cli.COMMANDS,
+    *build_flows.cli.COMMANDS,
+    *hw.cli.COMMANDS,
+    *reports.cli.COMMANDS,
 ]
 
 

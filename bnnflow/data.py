@@ -27,8 +27,16 @@ from bnnflow.files import atomic_path, cache_dir, sha256_file
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "BNNFLOW_DATA_DIR"
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 DATASETS = ("mnist", "cifar10")
 
@@ -61,8 +69,7 @@ def split_holdout(split: Split, n: int) -> tuple[Split, Split | None]:
     if n == 0:
         return split, None
     if n >= len(split):
-        raise DataError(f"--holdout {n}: the training set has only {len(split)} images; "
-                        "hold out fewer")
+        raise DataError(f"--holdout {n}: the training set has only {len(split)} images; hold out fewer")
     keep = len(split) - n
     return split.subset(keep), Split(split.images[keep:], split.labels[keep:])
 
@@ -113,9 +120,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: IDX magic 0x{got_magic:08x}, expected 0x{magic:08x}; {hint}")
     expected = int(np.prod(dims))
     if len(raw) - header != expected:
-        raise DataError(
-            f"{path}: {len(raw) - header} data bytes, header promises {expected}; {hint}"
-        )
+        raise DataError(f"{path}: {len(raw) - header} data bytes, header promises {expected}; {hint}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -124,9 +129,7 @@ def _load_mnist(root: Path, split: str) -> Split:
     images = _read_idx(root / img_name, 0x00000803, 3)
     labels = _read_idx(root / lbl_name, 0x00000801, 1)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{root}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} split"
-        )
+        raise DataError(f"{root}: {images.shape[0]} images but {labels.shape[0]} labels in the {split} split")
     if labels.max() > 9:
         raise DataError(f"{root / lbl_name}: label {labels.max()} outside 0..9")
     return Split(images[:, None, :, :].copy(), labels.astype(np.int64))
@@ -187,11 +190,15 @@ def _load_cifar10(root: Path, split: str) -> Split:
             images, labels = z[f"{split}_x"], z[f"{split}_y"]
     except Exception as exc:  # numpy/zipfile raise many types for a damaged archive
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise DataError(f"{cached}: damaged cache of the decoded {path.name} ({type(exc).__name__}: {why}); "
-                        "delete it, the next run decodes the tar again") from None
+        raise DataError(
+            f"{cached}: damaged cache of the decoded {path.name} ({type(exc).__name__}: {why}); "
+            "delete it, the next run decodes the tar again"
+        ) from None
     if images.ndim != 4 or images.shape[1:] != (3, 32, 32) or labels.shape != (images.shape[0],):
-        raise DataError(f"{cached}: damaged cache of the decoded {path.name} (arrays of shapes {images.shape} "
-                        f"and {labels.shape}); delete it, the next run decodes the tar again")
+        raise DataError(
+            f"{cached}: damaged cache of the decoded {path.name} (arrays of shapes {images.shape} "
+            f"and {labels.shape}); delete it, the next run decodes the tar again"
+        )
     return Split(images, labels)
 
 
@@ -208,8 +215,8 @@ def augment_cifar(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
     dx = torch.randint(0, 9, (n,), generator=generator)
     dy = torch.randint(0, 9, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w)[None, :])  # (n, w)
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
     idx_n = torch.arange(n)[:, None, None, None]
     idx_c = torch.arange(images.shape[1])[None, :, None, None]
     out = padded[idx_n, idx_c, rows[:, None, :, None], cols[:, None, None, :]]
@@ -232,7 +239,7 @@ def batches(
     images = torch.from_numpy(split.images)
     labels = torch.from_numpy(split.labels)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         x = images[idx]
         if augment:
             x = augment_cifar(x, gen)

@@ -84,8 +84,10 @@ def is_work_link(out: Path) -> bool:
 
 # ---------------------------------------------------------------- checks
 #: what to do about a manifest that cannot be read, when the caller has nothing more specific to say
-MANIFEST_ADVICE = ("it is the record `bnnflow build` writes: fix it, or remove the folder and build again "
-                   "(build does not replace a folder it cannot tell is a build)")
+MANIFEST_ADVICE = (
+    "it is the record `bnnflow build` writes: fix it, or remove the folder and build again "
+    "(build does not replace a folder it cannot tell is a build)"
+)
 
 
 def read_manifest(folder: Path, advice: str = MANIFEST_ADVICE) -> Any:
@@ -112,8 +114,9 @@ def read_manifest(folder: Path, advice: str = MANIFEST_ADVICE) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except PermissionError as exc:  # the file is fine, only this user may not read it
-        raise BnnflowError(f"{path}: cannot read it ({_why(exc)}); make it readable to this user and run "
-                           "again") from None
+        raise BnnflowError(
+            f"{path}: cannot read it ({_why(exc)}); make it readable to this user and run again"
+        ) from None
     except OSError as exc:
         raise BnnflowError(f"{path}: cannot read it ({_why(exc)}); {advice}") from None
     except UnicodeDecodeError:
@@ -150,11 +153,17 @@ def check_owned(out: Path, option: str = "--out") -> None:
         return
     fmt = manifest_format(out, f"{out} is left as it is: give another {option} or remove it")
     if fmt != BUILD_FORMAT:
-        why = ("it has no manifest.json" if not (out / MANIFEST).exists()
-               else f'its manifest.json has no "format": "{BUILD_FORMAT}" entry' if fmt is None
-               else f"its manifest.json is of format {fmt!r}, not {BUILD_FORMAT!r}")
-        raise BnnflowError(f"{option} {out}: exists and is not a bnnflow build folder ({why}); nothing was "
-                           f"changed: give another {option} or remove it")
+        why = (
+            "it has no manifest.json"
+            if not (out / MANIFEST).exists()
+            else f'its manifest.json has no "format": "{BUILD_FORMAT}" entry'
+            if fmt is None
+            else f"its manifest.json is of format {fmt!r}, not {BUILD_FORMAT!r}"
+        )
+        raise BnnflowError(
+            f"{option} {out}: exists and is not a bnnflow build folder ({why}); nothing was "
+            f"changed: give another {option} or remove it"
+        )
 
 
 def check_output_dir(out: Path | str, option: str = "--out", beside: bool = False) -> None:
@@ -197,8 +206,9 @@ class Lock:
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BnnflowError(f"{self.option} {self.out}: cannot create its folder ({_why(exc)}); "
-                               f"give another {self.option}") from None
+            raise BnnflowError(
+                f"{self.option} {self.out}: cannot create its folder ({_why(exc)}); give another {self.option}"
+            ) from None
         self.created += [d for d in missing if d not in self.created]
 
     def acquire(self) -> None:
@@ -210,13 +220,16 @@ class Lock:
             except FileNotFoundError:
                 tries += 1  # a run that just finished removed the folder it had created: make it again
                 if tries > 3:
-                    raise BnnflowError(f"{self.option} {self.out}: its folder keeps disappearing; give another "
-                                       f"{self.option}") from None
+                    raise BnnflowError(
+                        f"{self.option} {self.out}: its folder keeps disappearing; give another {self.option}"
+                    ) from None
                 self._make_parent()
                 continue
             except OSError as exc:
-                raise BnnflowError(f"{self.option} {self.out}: cannot write in {self.out.parent} "
-                                   f"({_why(exc)}); give another {self.option}") from None
+                raise BnnflowError(
+                    f"{self.option} {self.out}: cannot write in {self.out.parent} "
+                    f"({_why(exc)}); give another {self.option}"
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -228,7 +241,8 @@ class Lock:
                 raise BnnflowError(
                     f"{self.option} {self.out}: another bnnflow run{f' (pid {holder})' if holder else ''} is "
                     f"writing this folder (lock {self.path.name}); wait for it to finish or give another "
-                    f"{self.option}") from None
+                    f"{self.option}"
+                ) from None
             try:
                 same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -343,13 +357,15 @@ def recover(out: Path) -> list[str]:
     if not parent.is_dir():
         return done
     bprefix, oprefix = building_prefix(out), old_prefix(out)
-    olds = sorted((p for p in parent.iterdir() if p.name.startswith(oprefix) and p.is_dir()),
-                  key=lambda p: p.stat().st_mtime)
+    olds = sorted(
+        (p for p in parent.iterdir() if p.name.startswith(oprefix) and p.is_dir()), key=lambda p: p.stat().st_mtime
+    )
     if not out.exists() and not out.is_symlink():
         # killed between the two renames of a finished run: its folder is complete (the manifest is
         # written last), so it takes the place; otherwise the previous folder comes back
-        finished = sorted((p for p in parent.iterdir() if p.name.startswith(bprefix) and is_build(p)),
-                          key=lambda p: p.stat().st_mtime)
+        finished = sorted(
+            (p for p in parent.iterdir() if p.name.startswith(bprefix) and is_build(p)), key=lambda p: p.stat().st_mtime
+        )
         if finished:
             finished[-1].rename(out)
             done.append(f"put in place the finished {out.name} of a run killed while renaming it")
@@ -402,8 +418,9 @@ def replacing(out: Path | str, option: str = "--out") -> Iterator[Replacement]:
                     _rmtree(work)
                 if old is not None and not out.exists():
                     old.rename(out)
-                raise BnnflowError(f"{option} {out}: cannot write in {out.parent} ({_why(exc)}); "
-                                   f"give another {option}") from None
+                raise BnnflowError(
+                    f"{option} {out}: cannot write in {out.parent} ({_why(exc)}); give another {option}"
+                ) from None
         try:
             sig.raise_pending()
             yield Replacement(out, work, recovered)

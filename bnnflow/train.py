@@ -80,8 +80,9 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise BnnflowError(f"unknown schedule {self.schedule!r}: use cosine or constant")
         if self.holdout < 0:
-            raise BnnflowError(f"--holdout {self.holdout}: give 0 (select the last epoch) or a positive "
-                               "number of training images")
+            raise BnnflowError(
+                f"--holdout {self.holdout}: give 0 (select the last epoch) or a positive number of training images"
+            )
         if self.compile and not self.fast:
             raise BnnflowError("--compile compiles the fast path; drop --no-fast or --compile")
 
@@ -129,14 +130,15 @@ def train_epoch(
         forward.train()
     total, count = 0.0, 0
     steps = (len(split) + cfg.batch_size - 1) // cfg.batch_size
-    bar = progress(data.batches(split, cfg.batch_size, True, augment, gen), total=steps,
-                   desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+    bar = progress(
+        data.batches(split, cfg.batch_size, True, augment, gen), total=steps, desc=f"{desc} {epoch + 1}/{cfg.epochs}"
+    )
     for x, y in bar:
         x, y = x.to(device), y.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = forward(x)
-        loss = (loss_fn(logits, y, x) if loss_fn else torch.nn.functional.cross_entropy(logits, y))
+        loss = loss_fn(logits, y, x) if loss_fn else torch.nn.functional.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -167,8 +169,13 @@ def _step_forward(
     return step, plain, channels_last
 
 
-def _accuracy(model: BinaryNet, split: data.Split, forward: Callable[[torch.Tensor], torch.Tensor],
-              channels_last: bool, device: torch.device) -> float:
+def _accuracy(
+    model: BinaryNet,
+    split: data.Split,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    channels_last: bool,
+    device: torch.device,
+) -> float:
     """Per-epoch accuracy through the training twin (the same values as the Brevitas network)."""
     if device.type == "cpu":
         return accuracy(model, split, forward=forward, channels_last=channels_last)
@@ -193,12 +200,16 @@ def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dic
     differ = [k for k in mine if k not in ignore and stored.get(k, defaults[k]) != mine[k]]
     if differ:
         k = differ[0]
-        raise BnnflowError(f"{state_path}: the run was started with {k}={stored.get(k, defaults[k])!r}, "
-                           f"this command gives {mine[k]!r}; use the run's options or a new --out")
+        raise BnnflowError(
+            f"{state_path}: the run was started with {k}={stored.get(k, defaults[k])!r}, "
+            f"this command gives {mine[k]!r}; use the run's options or a new --out"
+        )
     if stored["epochs"] != cfg.epochs:
-        raise BnnflowError(f"{state_path}: the run's schedule has {stored['epochs']} epochs, this command "
-                           f"gives --epochs {cfg.epochs}; the cosine schedule depends on it, so keep it "
-                           "(or start a new run with --init-from)")
+        raise BnnflowError(
+            f"{state_path}: the run's schedule has {stored['epochs']} epochs, this command "
+            f"gives --epochs {cfg.epochs}; the cosine schedule depends on it, so keep it "
+            "(or start a new run with --init-from)"
+        )
     return state
 
 
@@ -225,8 +236,14 @@ def train(
         return _train(cfg, Path(out_dir), resume, init_from, log, stop_after)
 
 
-def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str | None,
-           log: Callable[[str], None], stop_after: int | None) -> Path:
+def _train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    resume: bool,
+    init_from: Path | str | None,
+    log: Callable[[str], None],
+    stop_after: int | None,
+) -> Path:
     """:func:`train` in its locked run folder."""
     state_path, model_path = out_dir / "state.pt", out_dir / "model.pt"
     device = pick_device()
@@ -264,8 +281,9 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         t0 = time.time()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        loss = train_epoch(model, optimizer, train_split, cfg, epoch, device, forward=forward,
-                           channels_last=channels_last)
+        loss = train_epoch(
+            model, optimizer, train_split, cfg, epoch, device, forward=forward, channels_last=channels_last
+        )
         row = {"epoch": epoch + 1, "loss": loss, "lr": lr_at(cfg, epoch), "n_monitor": len(monitor_split)}
         row["test_acc"] = _accuracy(model, monitor_split, evaluate, channels_last, device)
         if holdout is not None:
@@ -273,9 +291,16 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         wall += time.time() - t0
         row["wall_time_s"] = round(wall, 1)
         history.append(row)
-        meta: dict[str, Any] = {"train": asdict(cfg), "epochs": epoch + 1, "wall_time_s": round(wall, 1),
-                "device": str(device), "threads": torch.get_num_threads(), "history": history,
-                "accuracy": row["test_acc"], "n": len(monitor_split)}
+        meta: dict[str, Any] = {
+            "train": asdict(cfg),
+            "epochs": epoch + 1,
+            "wall_time_s": round(wall, 1),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "history": history,
+            "accuracy": row["test_acc"],
+            "n": len(monitor_split),
+        }
         improved = holdout is None or best is None or row["holdout_acc"] > best["holdout_acc"]
         if improved:
             best = {"epoch": epoch + 1, "holdout_acc": row.get("holdout_acc")}
@@ -284,18 +309,27 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         if improved:
             checkpoint.atomic_torch_save(ckpt, model_path)
         checkpoint.atomic_torch_save(
-            {"format": STATE_FORMAT, "config": asdict(cfg), "epoch": epoch + 1, "history": history,
-             "wall_time_s": wall, "optimizer": optimizer.state_dict(), "checkpoint": ckpt, "best": best},
+            {
+                "format": STATE_FORMAT,
+                "config": asdict(cfg),
+                "epoch": epoch + 1,
+                "history": history,
+                "wall_time_s": wall,
+                "optimizer": optimizer.state_dict(),
+                "checkpoint": ckpt,
+                "best": best,
+            },
             state_path,
         )
         # printed once the epoch is saved: a run stopped after this line resumes after this epoch
         held = f" held-out({len(holdout)}) {row['holdout_acc']:.4f}" if holdout is not None else ""
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}{held} test-acc({len(monitor_split)}) "
-            f"{row['test_acc']:.4f} [{wall:.0f}s]")
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f}{held} test-acc({len(monitor_split)}) "
+            f"{row['test_acc']:.4f} [{wall:.0f}s]"
+        )
 
     if end_epoch < cfg.epochs:
-        log(f"{cfg.arch}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with --resume "
-            f"({state_path})")
+        log(f"{cfg.arch}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with --resume ({state_path})")
         return model_path
     # Final figure: the whole test set, measured once on the selected epoch and stored in it.
     model, meta = checkpoint.load(model_path)
@@ -306,7 +340,9 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, init_from: Path | str 
         meta["final"] = True
         checkpoint.save(model, meta, model_path)
     chosen = meta.get("selected_epoch", {}).get("epoch", len(history))
-    log(f"{cfg.arch}: epoch {chosen} of {len(history)} kept"
+    log(
+        f"{cfg.arch}: epoch {chosen} of {len(history)} kept"
         + (f" (best of {len(holdout)} held-out training images)" if holdout is not None else "")
-        + f"; test accuracy {meta['accuracy']:.4f} on {meta['n']} images -> {model_path}")
+        + f"; test accuracy {meta['accuracy']:.4f} on {meta['n']} images -> {model_path}"
+    )
     return model_path

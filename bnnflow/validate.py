@@ -35,8 +35,7 @@ def _range_text(lo: float | None, hi: float | None, lo_open: bool) -> str:
     return "a finite number"
 
 
-def number(value: Any, name: str, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False) -> float:
+def number(value: Any, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:
     """``value`` as a finite float within [lo, hi] (``lo_open``: strictly above ``lo``), else a BnnflowError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BnnflowError(f"{name} must be a number, got {value!r}")
@@ -112,5 +111,6 @@ def arg_list(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
 
 def add_data_dir_option(p: argparse.ArgumentParser) -> None:
     """``--data-dir``, the same for every command that reads a data set."""
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="data set folder (default: $BNNFLOW_DATA_DIR or ../shared/data)"
+    )

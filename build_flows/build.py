@@ -74,8 +74,12 @@ LAST_BEFORE_FOLDING = "step_specialize_layers"
 ESTIMATES_STEP = "step_generate_estimate_reports"
 MAX_LOWERINGS = 12
 #: FINN steps that apply or act on a folding file's values
-FOLDING_STEPS = ("step_apply_folding_config", "step_minimize_bit_width", "step_generate_estimate_reports",
-                 "step_hw_codegen")
+FOLDING_STEPS = (
+    "step_apply_folding_config",
+    "step_minimize_bit_width",
+    "step_generate_estimate_reports",
+    "step_hw_codegen",
+)
 MAX_CLOCK_NS = 1e6  # 1 kHz: anything slower is a typo
 
 
@@ -110,8 +114,15 @@ def _read_json(path: Path) -> Any:
 class _Runner:
     """Calls FINN's builder for ranges of one step list, timing each step and keeping its errors."""
 
-    def __init__(self, cfg: Any, model_file: Path, n_steps: int, fifo: FifoOptions,
-                 source: Path | None = None, folding: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        model_file: Path,
+        n_steps: int,
+        fifo: FifoOptions,
+        source: Path | None = None,
+        folding: Path | None = None,
+    ) -> None:
         import finn.builder.build_dataflow as bd
         from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
 
@@ -172,8 +183,10 @@ class _Runner:
                 raise err
             msg = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             if self.folding is not None and step in FOLDING_STEPS:
-                raise BnnflowError(f"{self.folding}: FINN's {step} failed with this folding file: "
-                                   f"{type(err).__name__}: {msg}; check its node attributes")
+                raise BnnflowError(
+                    f"{self.folding}: FINN's {step} failed with this folding file: "
+                    f"{type(err).__name__}: {msg}; check its node attributes"
+                )
             raise BnnflowError(f"{self.source}: FINN's {step} failed: {type(err).__name__}: {msg}")
 
     def finish(self) -> None:
@@ -181,7 +194,8 @@ class _Runner:
         logfile = Path(self.cfg.output_dir) / "build_dataflow.log"
         logfile.write_text("".join(self.log))
         (Path(self.cfg.output_dir) / REPORT_DIR / "time_per_step.json").write_text(
-            json.dumps({**self.durations, "total_build_time": round(sum(self.durations.values()), 3)}, indent=2))
+            json.dumps({**self.durations, "total_build_time": round(sum(self.durations.values()), 3)}, indent=2)
+        )
 
 
 def _estimates(out: Path, board: Board) -> dict[str, Any]:
@@ -191,27 +205,36 @@ def _estimates(out: Path, board: Board) -> dict[str, Any]:
     return {**perf, "totals": totals, "utilization": utilization(totals, board)}
 
 
-def _fold_to_budget(runner: _Runner, out: Path, board: Board, target_fps: float | None,
-                    lower_to_fit: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _fold_to_budget(
+    runner: _Runner, out: Path, board: Board, target_fps: float | None, lower_to_fit: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Fold and estimate; while over budget, lower the target FPS (or refuse). Returns (estimates, tries)."""
     tries: list[dict[str, Any]] = []
     while True:
         runner.run("step_target_fps_parallelization", ESTIMATES_STEP)
         est = _estimates(out, board)
         over = over_budget(est["totals"], board)
-        tries.append({"target_fps": runner.cfg.target_fps, "estimated_fps": est["estimated_throughput_fps"],
-                      "totals": est["totals"], "fits": not over})
+        tries.append(
+            {
+                "target_fps": runner.cfg.target_fps,
+                "estimated_fps": est["estimated_throughput_fps"],
+                "totals": est["totals"],
+                "fits": not over,
+            }
+        )
         if not over:
             return est, tries
         what = f"target {runner.cfg.target_fps} FPS" if target_fps else "this folding"
         usage = ", ".join(over)
         if target_fps is None:
-            raise BnnflowError(f"the folding file gives a design over {board.name}'s budget ({usage}, FINN "
-                               "estimates); lower PE/SIMD")
+            raise BnnflowError(
+                f"the folding file gives a design over {board.name}'s budget ({usage}, FINN estimates); lower PE/SIMD"
+            )
         if not lower_to_fit:
             raise BnnflowError(
                 f"{what} is over {board.name}'s budget ({usage}, FINN estimates); give a lower --target-fps "
-                f"(estimated {est['estimated_throughput_fps']:,.0f} FPS at this folding) or add --lower-to-fit")
+                f"(estimated {est['estimated_throughput_fps']:,.0f} FPS at this folding) or add --lower-to-fit"
+            )
         # Above what full parallelism reaches, a lower target changes nothing: start below it.
         reached = min(float(runner.cfg.target_fps), float(est["estimated_throughput_fps"]))
         new = lowered_target(reached, est["totals"], board)
@@ -220,8 +243,10 @@ def _fold_to_budget(runner: _Runner, out: Path, board: Board, target_fps: float 
             # lowering can leave it where it was, so step further rather than give up.
             new = min(new, int(runner.cfg.target_fps) // 2)
         if len(tries) > MAX_LOWERINGS or new < 1 or new >= runner.cfg.target_fps:
-            raise DoesNotFit(f"no target FPS fits {board.name}: at {runner.cfg.target_fps} FPS the design "
-                             f"still needs {usage} (FINN estimates); the network is too large for this board")
+            raise DoesNotFit(
+                f"no target FPS fits {board.name}: at {runner.cfg.target_fps} FPS the design "
+                f"still needs {usage} (FINN estimates); the network is too large for this board"
+            )
         runner.cfg.target_fps = new
 
 
@@ -233,19 +258,38 @@ def _claim(out: Path) -> Any:
     return outdir.replacing(out, "--out")
 
 
-def _config(out: Path, board: Board, target_fps: float | None, folding_file: Path | None, clock_ns: float,
-            steps: list[str], vivado: bool, fifo: FifoOptions, depths_file: Path | None) -> Any:
+def _config(
+    out: Path,
+    board: Board,
+    target_fps: float | None,
+    folding_file: Path | None,
+    clock_ns: float,
+    steps: list[str],
+    vivado: bool,
+    fifo: FifoOptions,
+    depths_file: Path | None,
+) -> Any:
     """FINN's build config; ``depths_file``: the copy of the FIFO depth file in DIR, if one was given."""
     import finn.builder.build_dataflow_config as bc
 
     outputs = [bc.DataflowOutputType.ESTIMATE_REPORTS]
     if vivado:
-        outputs += [bc.DataflowOutputType.STITCHED_IP, bc.DataflowOutputType.BITFILE,
-                    bc.DataflowOutputType.PYNQ_DRIVER, bc.DataflowOutputType.DEPLOYMENT_PACKAGE]
+        outputs += [
+            bc.DataflowOutputType.STITCHED_IP,
+            bc.DataflowOutputType.BITFILE,
+            bc.DataflowOutputType.PYNQ_DRIVER,
+            bc.DataflowOutputType.DEPLOYMENT_PACKAGE,
+        ]
     return bc.DataflowBuildConfig(
-        output_dir=str(out), synth_clk_period_ns=clock_ns, board=board.name, fpga_part=board.part,
-        shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ, target_fps=None if target_fps is None else int(target_fps),
-        folding_config_file=folding_file, steps=steps, generate_outputs=outputs,
+        output_dir=str(out),
+        synth_clk_period_ns=clock_ns,
+        board=board.name,
+        fpga_part=board.part,
+        shell_flow_type=bc.ShellFlowType.VIVADO_ZYNQ,
+        target_fps=None if target_fps is None else int(target_fps),
+        folding_config_file=folding_file,
+        steps=steps,
+        generate_outputs=outputs,
         **fifo.config_fields(depths_file),
     )
 
@@ -265,15 +309,27 @@ def _validate_args(board: str, target_fps: float | None, folding: Path | None, c
         top = 1e9 / clock_ns
         validate.number(target_fps, "--target-fps", 1.0)
         if target_fps > top:
-            raise BnnflowError(f"--target-fps {target_fps:g} is above one frame per clock cycle ({top:,.0f} FPS "
-                               f"at {clock_ns:g} ns), which no folding reaches; give at most {top:,.0f}")
+            raise BnnflowError(
+                f"--target-fps {target_fps:g} is above one frame per clock cycle ({top:,.0f} FPS "
+                f"at {clock_ns:g} ns), which no folding reaches; give at most {top:,.0f}"
+            )
     return get_board(board)
 
 
-def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: float | None = None,
-          folding: Path | str | None = None, clock_ns: float = 10.0, lower_to_fit: bool = False,
-          n_check: int = 100, data_dir: Path | None = None, fifo_strategy: str | None = None,
-          fifo_depths: Path | str | None = None, fifo_timeout_min: float = DEFAULT_TIMEOUT_MIN) -> BuildResult:
+def build(
+    input_path: Path | str,
+    board: str,
+    out_dir: Path | str,
+    target_fps: float | None = None,
+    folding: Path | str | None = None,
+    clock_ns: float = 10.0,
+    lower_to_fit: bool = False,
+    n_check: int = 100,
+    data_dir: Path | None = None,
+    fifo_strategy: str | None = None,
+    fifo_depths: Path | str | None = None,
+    fifo_timeout_min: float = DEFAULT_TIMEOUT_MIN,
+) -> BuildResult:
     """Build ``input_path`` (bnnflow checkpoint or W1A1 QONNX file) for ``board`` into ``out_dir``.
 
     Folding comes from FINN's auto-folding for ``target_fps`` or from a FINN
@@ -329,14 +385,38 @@ def build(input_path: Path | str, board: str, out_dir: Path | str, target_fps: f
         codegen_step = free_steps[-1]
         runner.run(codegen_step, codegen_step)
         handoff_cfg = _config(out, b, runner.cfg.target_fps, folding_file, clock_ns, [], True, fifo, depths_file)
-        write_handoff(out, handoff_cfg, codegen_step, vivado_steps, {s: runner.lookup[s] for s in runner.durations},
-                      out / _folding_applied(target_fps), fifo.record(), depths_file)
+        write_handoff(
+            out,
+            handoff_cfg,
+            codegen_step,
+            vivado_steps,
+            {s: runner.lookup[s] for s in runner.durations},
+            out / _folding_applied(target_fps),
+            fifo.record(),
+            depths_file,
+        )
         if vivado:
             runner.run(vivado_steps[0], None)
             _zip_deployment(out)
         runner.finish()
-        manifest = _manifest(inp, src, b, clock_ns, target_fps, folding, lower_to_fit, tries, est, runner,
-                             vivado, vivado_steps, started, time.perf_counter() - t0, fifo, checks)
+        manifest = _manifest(
+            inp,
+            src,
+            b,
+            clock_ns,
+            target_fps,
+            folding,
+            lower_to_fit,
+            tries,
+            est,
+            runner,
+            vivado,
+            vivado_steps,
+            started,
+            time.perf_counter() - t0,
+            fifo,
+            checks,
+        )
         manifest.write(out)
     return BuildResult(out_dir=out, manifest=manifest)
 
@@ -346,24 +426,50 @@ def _folding_applied(target_fps: float | None) -> str:
     return f"{REPORT_DIR}/{'auto' if target_fps else 'applied'}_folding_config.json"
 
 
-def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_fps: float | None,
-              folding: Path | None, lower_to_fit: bool, tries: list[dict[str, Any]], est: dict[str, Any],
-              runner: _Runner, vivado: bool, vivado_steps: list[str], started: datetime,
-              wall_s: float, fifo: FifoOptions, checks: list[Any]) -> Manifest:
+def _manifest(
+    inp: BuildInput,
+    src: Path,
+    board: Board,
+    clock_ns: float,
+    target_fps: float | None,
+    folding: Path | None,
+    lower_to_fit: bool,
+    tries: list[dict[str, Any]],
+    est: dict[str, Any],
+    runner: _Runner,
+    vivado: bool,
+    vivado_steps: list[str],
+    started: datetime,
+    wall_s: float,
+    fifo: FifoOptions,
+    checks: list[Any],
+) -> Manifest:
     """What bnnflow records about a build (DIR/manifest.json); the checkpoint's accuracy and pruning
     go in so that readers need not reopen it."""
     ran = list(runner.durations)
     return Manifest(
-        input=str(src.absolute()), input_kind=inp.kind, input_sha256=sha256_file(src),
-        board=board.name, part=board.part, capacity=board.capacity, clock_ns=clock_ns,
-        target_fps=target_fps, target_fps_used=tries[-1]["target_fps"],
-        lower_to_fit=lower_to_fit, folding_tries=tries,
+        input=str(src.absolute()),
+        input_kind=inp.kind,
+        input_sha256=sha256_file(src),
+        board=board.name,
+        part=board.part,
+        capacity=board.capacity,
+        clock_ns=clock_ns,
+        target_fps=target_fps,
+        target_fps_used=tries[-1]["target_fps"],
+        lower_to_fit=lower_to_fit,
+        folding_tries=tries,
         folding_file=str(folding.absolute()) if folding else None,
         folding_file_sha256=sha256_file(folding) if folding else None,
         folding_applied=_folding_applied(target_fps),
-        dataset=inp.dataset, arch=inp.arch, widths=inp.widths,
-        accuracy=inp.meta.get("accuracy"), accuracy_n=inp.meta.get("n"),
-        pruning=inp.meta.get("pruning"), export_check=inp.export, input_notes=inp.notes,
+        dataset=inp.dataset,
+        arch=inp.arch,
+        widths=inp.widths,
+        accuracy=inp.meta.get("accuracy"),
+        accuracy_n=inp.meta.get("n"),
+        pruning=inp.meta.get("pruning"),
+        export_check=inp.export,
+        input_notes=inp.notes,
         steps=[{"name": s, "seconds": runner.durations[s]} for s in ran],
         estimates=est,
         vivado=vivado,
@@ -379,8 +485,12 @@ def _manifest(inp: BuildInput, src: Path, board: Board, clock_ns: float, target_
             **({"deployment_zip": DEPLOY_ZIP} if vivado else {}),
         },
         tools=finn_env.tool_versions(),
-        finn_steps_replaced={name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
-                             for name, fn in runner.replaced.items() if name in ran},
-        started_utc=started.isoformat(timespec="seconds"), wall_time_s=round(wall_s, 2),
+        finn_steps_replaced={
+            name: f"{fn.__module__}.{fn.__name__}: {(fn.__doc__ or '').splitlines()[0]}"
+            for name, fn in runner.replaced.items()
+            if name in ran
+        },
+        started_utc=started.isoformat(timespec="seconds"),
+        wall_time_s=round(wall_s, 2),
         checkpoint=str(src.absolute()) if inp.kind == "checkpoint" else None,
     )

@@ -67,8 +67,10 @@ REBUILD = "rebuild it with `bnnflow build`"
 #: a folder without a bnnflow manifest is not one `bnnflow build` replaces (bnnflow.outdir.check_owned)
 REBUILD_ELSEWHERE = "rebuild it with `bnnflow build` into a new folder (build does not replace this one)"
 #: what to do about a manifest that cannot be read
-MANIFEST_ADVICE = ("remove the folder and rebuild it with `bnnflow build`, or build into another --out "
-                   "(build does not replace a folder whose manifest it cannot read)")
+MANIFEST_ADVICE = (
+    "remove the folder and rebuild it with `bnnflow build`, or build into another --out "
+    "(build does not replace a folder whose manifest it cannot read)"
+)
 
 
 @dataclass(frozen=True)
@@ -76,40 +78,40 @@ class Manifest:
     """``DIR/manifest.json``: what ``bnnflow build`` recorded, typed; readers take their figures
     from here rather than from the source checkpoint or FINN's tables."""
 
-    input: str                      # the file built, absolute path
-    input_kind: str                 # "checkpoint" or "qonnx"
+    input: str  # the file built, absolute path
+    input_kind: str  # "checkpoint" or "qonnx"
     input_sha256: str
     board: str
     part: str
-    capacity: dict[str, int]        # the board's LUT/FF/BRAM_18K/URAM/DSP (FINN's platform table)
+    capacity: dict[str, int]  # the board's LUT/FF/BRAM_18K/URAM/DSP (FINN's platform table)
     clock_ns: float
-    target_fps: float | None        # as asked (None: a folding file)
-    target_fps_used: float | None   # after lowering to fit
+    target_fps: float | None  # as asked (None: a folding file)
+    target_fps_used: float | None  # after lowering to fit
     lower_to_fit: bool
     folding_tries: list[dict[str, Any]]
     folding_file: str | None
     folding_file_sha256: str | None
-    folding_applied: str            # FINN's report of the folding it applied
-    dataset: str | None             # "mnist" / "cifar10"; None for a QONNX input
+    folding_applied: str  # FINN's report of the folding it applied
+    dataset: str | None  # "mnist" / "cifar10"; None for a QONNX input
     arch: str | None
     widths: list[int] | None
-    accuracy: float | None          # the checkpoint's stored test accuracy
+    accuracy: float | None  # the checkpoint's stored test accuracy
     accuracy_n: int | None
     pruning: dict[str, Any] | None  # the checkpoint's pruning record (pfr, method, ...)
     export_check: dict[str, Any] | None
     input_notes: list[str]
-    steps: list[dict[str, Any]]     # FINN steps that ran, with seconds
-    estimates: dict[str, Any]       # FINN's network performance, resource totals and board utilisation
+    steps: list[dict[str, Any]]  # FINN steps that ran, with seconds
+    estimates: dict[str, Any]  # FINN's network performance, resource totals and board utilisation
     vivado: bool
     doctor: list[str]
     fifo: dict[str, Any]
     skipped: list[dict[str, Any]]
-    outputs: dict[str, str]         # key -> path inside the folder (GRAPH_OUTPUTS and the folders)
+    outputs: dict[str, str]  # key -> path inside the folder (GRAPH_OUTPUTS and the folders)
     tools: dict[str, str | None]
     finn_steps_replaced: dict[str, str]
     started_utc: str
     wall_time_s: float
-    checkpoint: str | None = None   # the checkpoint built (absolute path), for sim's PyTorch reference
+    checkpoint: str | None = None  # the checkpoint built (absolute path), for sim's PyTorch reference
     format: str = BUILD_FORMAT
     version: int = MANIFEST_VERSION
 
@@ -126,18 +128,23 @@ class Manifest:
         """The manifest in ``obj`` (read from ``path``), every entry checked against its type."""
         root = path.parent
         if not isinstance(obj, dict):
-            raise BnnflowError(f"{path}: holds a JSON {type(obj).__name__}, not the object `bnnflow build` "
-                               f"writes; {MANIFEST_ADVICE}")
+            raise BnnflowError(
+                f"{path}: holds a JSON {type(obj).__name__}, not the object `bnnflow build` writes; {MANIFEST_ADVICE}"
+            )
         if obj.get("format") != BUILD_FORMAT:
-            raise BnnflowError(f"{path}: not a bnnflow build manifest (format {obj.get('format')!r}, not "
-                               f"{BUILD_FORMAT!r}); {REBUILD_ELSEWHERE}")
+            raise BnnflowError(
+                f"{path}: not a bnnflow build manifest (format {obj.get('format')!r}, not "
+                f"{BUILD_FORMAT!r}); {REBUILD_ELSEWHERE}"
+            )
         version = obj.get("version")
         if version != MANIFEST_VERSION:
             newer = isinstance(version, int) and not isinstance(version, bool) and version > MANIFEST_VERSION
             age = "a newer" if newer else "an older"
-            raise BnnflowError(f"{root}: a build folder of {age} bnnflow layout (manifest version "
-                               f"{version if version is not None else 'missing'}, this bnnflow reads version "
-                               f"{MANIFEST_VERSION}); {REBUILD}")
+            raise BnnflowError(
+                f"{root}: a build folder of {age} bnnflow layout (manifest version "
+                f"{version if version is not None else 'missing'}, this bnnflow reads version "
+                f"{MANIFEST_VERSION}); {REBUILD}"
+            )
         hints = typing.get_type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
@@ -147,8 +154,10 @@ class Manifest:
                 continue
             v = obj[f.name]
             if not _is_a(v, hints[f.name]):
-                raise BnnflowError(f"{path}: {f.name} is {_short(v)}, not {_type_name(hints[f.name])}; the "
-                                   f"manifest is damaged: {REBUILD}")
+                raise BnnflowError(
+                    f"{path}: {f.name} is {_short(v)}, not {_type_name(hints[f.name])}; the "
+                    f"manifest is damaged: {REBUILD}"
+                )
             values[f.name] = v
         if not values["clock_ns"] > 0:
             raise BnnflowError(f"{path}: clock_ns is {values['clock_ns']!r}, not a clock period in ns; {REBUILD}")
@@ -252,8 +261,9 @@ class BuildDir:
             for layer, v in obj.items():
                 values = v.values() if isinstance(v, dict) else [v]
                 if not all(_finite_number(x) for x in values):
-                    raise BnnflowError(f"{path}: damaged FINN report: the entry of {layer} is {v!r}, not numbers; "
-                                       f"{REBUILD}")
+                    raise BnnflowError(
+                        f"{path}: damaged FINN report: the entry of {layer} is {v!r}, not numbers; {REBUILD}"
+                    )
         return obj
 
 
@@ -264,8 +274,10 @@ def _check_outputs(root: Path, manifest: Manifest, mpath: Path) -> None:
     inside = root.resolve()
     for key in [*GRAPH_OUTPUTS, "final_graph"]:
         if not manifest.outputs.get(key):
-            raise BnnflowError(f"{mpath}: outputs.{key} is {manifest.outputs.get(key)!r}, not a path inside the "
-                               f"build folder; {REBUILD}")
+            raise BnnflowError(
+                f"{mpath}: outputs.{key} is {manifest.outputs.get(key)!r}, not a path inside the "
+                f"build folder; {REBUILD}"
+            )
     for key, rel in manifest.outputs.items():
         path = root / rel
         if not path.resolve().is_relative_to(inside):

@@ -146,8 +146,10 @@ class Estimate:
 
     def layer_totals(self, resource: str) -> dict[str, float]:
         """``resource`` summed over each layer's nodes (its group), by layer name."""
-        return {layer: sum(float(self.nodes[n].resources.get(resource, 0.0)) for n in names)
-                for layer, names in self.groups.items()}
+        return {
+            layer: sum(float(self.nodes[n].resources.get(resource, 0.0)) for n in names)
+            for layer, names in self.groups.items()
+        }
 
     @property
     def max_cycles(self) -> int:
@@ -172,8 +174,10 @@ def chain_arch(arch: str) -> type[Any]:
         raise BnnflowError(f"unknown model {arch!r}: choose one of {', '.join(ARCHS)}")
     cls = ARCHS[arch]
     if not issubclass(cls, (FC, ConvChain, NIN)):
-        raise NotSupported(f"the FINN cost model for {arch}: its accelerator is not a chain of layers "
-                           "(residual sums fork the stream); it handles TFC/SFC/LFC, CNV, VGG-11 and NIN")
+        raise NotSupported(
+            f"the FINN cost model for {arch}: its accelerator is not a chain of layers "
+            "(residual sums fork the stream); it handles TFC/SFC/LFC, CNV, VGG-11 and NIN"
+        )
     return cls
 
 
@@ -193,8 +197,9 @@ def balanced_net(cls: type[Any], widths: Sequence[int]) -> Any:
                 w = mod.weight_layer.weight
                 n = w[0].numel()
                 signs = torch.where(torch.arange(n) % 2 == 0, -0.5, 0.5)
-                w.copy_(torch.stack([signs[torch.randperm(n, generator=gen)] for _ in range(w.shape[0])])
-                        .reshape(w.shape))
+                w.copy_(
+                    torch.stack([signs[torch.randperm(n, generator=gen)] for _ in range(w.shape[0])]).reshape(w.shape)
+                )
     return net
 
 
@@ -284,8 +289,10 @@ def split_groups(model: Any, n_groups: int, what: str) -> list[Any]:
             raise NotSupported(f"the FINN cost model for {what}: its HW graph is not a chain at {node.name}")
     cuts = [k + 1 for k, n in enumerate(nodes) if n.op_type.startswith("MVAU")]
     if len(cuts) != n_groups:
-        raise NotSupported(f"the FINN cost model for {what}: {len(cuts)} MVAUs in its HW graph, "
-                           f"expected one per binary layer ({n_groups})")
+        raise NotSupported(
+            f"the FINN cost model for {what}: {len(cuts)} MVAUs in its HW graph, "
+            f"expected one per binary layer ({n_groups})"
+        )
     cuts[-1] = len(nodes)
     return [_subgraph(model, lo, hi) for lo, hi in zip([0, *cuts[:-1]], cuts, strict=True)]
 
@@ -299,8 +306,15 @@ class CostModel:
     folded estimates are cached per shape, target and weight variant.
     """
 
-    def __init__(self, arch: str, board: str, target_fps: float, clock_ns: float = 10.0,
-                 cache_dir: Path | str | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        arch: str,
+        board: str,
+        target_fps: float,
+        clock_ns: float = 10.0,
+        cache_dir: Path | str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         from importlib.metadata import version
 
         if not target_fps > 0:
@@ -313,8 +327,11 @@ class CostModel:
         self.names = [*self.cls.width_names(), "classifier"]
         self.ends = (int(self.cls.input_shape[0]), int(self.cls.num_classes))
         self.log = log or (lambda _msg: None)
-        self.cache_dir = (Path(cache_dir) / f"finn-plus-{version('finn-plus')}" / self.board.part / arch
-                          if cache_dir is not None else None)
+        self.cache_dir = (
+            Path(cache_dir) / f"finn-plus-{version('finn-plus')}" / self.board.part / arch
+            if cache_dir is not None
+            else None
+        )
         self._work = tempfile.TemporaryDirectory(prefix="bnnflow-cost-")
         self.cfg = _build_config(Path(self._work.name), self.board, target_fps, clock_ns)
         self.target_cycles = int(self.cfg._resolve_cycles_per_frame())
@@ -327,8 +344,10 @@ class CostModel:
         """``[input channels, *widths, classes]``: group g reads chain[g] channels and writes chain[g+1]."""
         widths = [int(w) for w in widths]
         if len(widths) != len(self.cls.default_widths) or min(widths) < 1:
-            raise BnnflowError(f"{self.arch} takes {len(self.cls.default_widths)} positive widths "
-                               f"({', '.join(self.cls.width_names())}), got {widths}")
+            raise BnnflowError(
+                f"{self.arch} takes {len(self.cls.default_widths)} positive widths "
+                f"({', '.join(self.cls.width_names())}), got {widths}"
+            )
         return [self.ends[0], *widths, self.ends[1]]
 
     def _file(self, key: tuple[int, int, int]) -> Path | None:
@@ -373,19 +392,23 @@ class CostModel:
         cands = [[self.ends[0]], *[sorted({int(w) for w in c}) for c in candidates], [self.ends[1]]]
         if len(cands) != len(self.names) + 1 or not all(cands):
             raise BnnflowError(f"{self.arch}: give allowed widths for each of {', '.join(self.names[:-1])}")
-        missing = [{(a, b) for a in cands[g] for b in cands[g + 1] if not self._have((g, a, b))}
-                   for g in range(len(cands) - 1)]
+        missing = [
+            {(a, b) for a in cands[g] for b in cands[g + 1] if not self._have((g, a, b))} for g in range(len(cands) - 1)
+        ]
         vectors = _covering_chains(cands, missing)
         if vectors:
-            self.log(f"FINN cost model: {len(vectors)} probe builds of {self.arch} for "
-                     f"{sum(map(len, missing))} layer shapes not cached")
+            self.log(
+                f"FINN cost model: {len(vectors)} probe builds of {self.arch} for "
+                f"{sum(map(len, missing))} layer shapes not cached"
+            )
         for chain in progress(vectors, desc="FINN cost probes"):
             self.probe(chain[1:-1])
         return len(vectors)
 
     # ------------------------------------------------------------ folding and estimates
-    def group(self, g: int, w_in: int, w_out: int, target_cycles: int | None = None,
-              one_sided: bool = False) -> GroupEstimate:
+    def group(
+        self, g: int, w_in: int, w_out: int, target_cycles: int | None = None, one_sided: bool = False
+    ) -> GroupEstimate:
         """Group ``g`` (reading ``w_in``, writing ``w_out`` channels) folded for ``target_cycles``
         (default: the target FPS's) with FINN's and bnnflow's steps. ``one_sided``: with one weight
         column of every MVAU all +1 (FINN's widest accumulator, see the module docstring) instead
@@ -395,8 +418,10 @@ class CostModel:
         if (*key, cycles, one_sided) in self._folded:
             return self._folded[(*key, cycles, one_sided)]
         if not self._have(key):
-            raise BnnflowError(f"no cached FINN graph for {self.arch} layer {self.names[g]} with {w_in} -> "
-                               f"{w_out} channels; call prepare() or estimate() with such widths first")
+            raise BnnflowError(
+                f"no cached FINN graph for {self.arch} layer {self.names[g]} with {w_in} -> "
+                f"{w_out} channels; call prepare() or estimate() with such widths first"
+            )
         est = self._fold(self._groups[key], cycles, one_sided)
         self._folded[(*key, cycles, one_sided)] = est
         return est
@@ -426,8 +451,9 @@ class CostModel:
                     w[:, 0] = 1
                     group.set_initializer(node.input[1], w)
         with finn_env.quiet_builder():
-            model = group.transform(SetFolding(cycles, mvau_wwidth_max=self.cfg.mvau_wwidth_max,
-                                               two_pass_relaxation=False))
+            model = group.transform(
+                SetFolding(cycles, mvau_wwidth_max=self.cfg.mvau_wwidth_max, two_pass_relaxation=False)
+            )
             folded = max(int(getCustomOp(n).get_exp_cycles()) for n in model.graph.node)
             model = model.transform(RaiseHlsMvauSimd())
             model = step_minimize_bit_width(model, self.cfg)
@@ -437,8 +463,14 @@ class CostModel:
         for node in model.graph.node:
             inst = getCustomOp(node)
             types = inst.get_nodeattr_types()
-            nodes.append(NodeEstimate(op_type=node.op_type, resources=dict(res[node.name]), cycles=int(cyc[node.name]),
-                                      folding={a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}))
+            nodes.append(
+                NodeEstimate(
+                    op_type=node.op_type,
+                    resources=dict(res[node.name]),
+                    cycles=int(cyc[node.name]),
+                    folding={a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types},
+                )
+            )
         return GroupEstimate(nodes=tuple(nodes), folded_cycles=folded)
 
     def estimate(self, widths: Sequence[int], one_sided: bool = False) -> Estimate:
@@ -465,8 +497,14 @@ class CostModel:
                 nodes[name] = node
                 names.append(name)
             members[layer] = tuple(names)
-        return Estimate(widths=tuple(chain[1:-1]), target_cycles=self.target_cycles, folded_for=folded_for,
-                        clock_ns=self.clock_ns, nodes=nodes, groups=members)
+        return Estimate(
+            widths=tuple(chain[1:-1]),
+            target_cycles=self.target_cycles,
+            folded_for=folded_for,
+            clock_ns=self.clock_ns,
+            nodes=nodes,
+            groups=members,
+        )
 
 
 def _covering_chains(cands: list[list[int]], missing: list[set[tuple[int, int]]]) -> list[list[int]]:

@@ -98,15 +98,23 @@ def finn_dependencies(settings: Any) -> Any:
     try:
         return DependencyData.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise BnnflowError(f"{path}: finn-plus's dependency definitions cannot be read "
-                           f"({str(exc).splitlines()[0]})") from None
+        raise BnnflowError(
+            f"{path}: finn-plus's dependency definitions cannot be read ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> tuple[int, str]:
     """(exit status, stdout + stderr) of ``cmd``; status -1 where it cannot be run."""
     try:
-        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace",
-                             stdin=subprocess.DEVNULL, timeout=VERSION_TIMEOUT_S)
+        res = subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            stdin=subprocess.DEVNULL,
+            timeout=VERSION_TIMEOUT_S,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return -1, str(exc)
     return res.returncode, res.stdout + res.stderr
@@ -141,22 +149,28 @@ def check_vivado() -> tuple[Check, str | None]:
     if root is None and on_path is None:
         return Check(name, MISSING, f"not found (XILINX_VIVADO unset, no vivado on PATH): {todo}"), None
     if root is None:
-        return Check(name, MISSING, f"{on_path} is on PATH but XILINX_VIVADO is unset (FINN reads it): "
-                                    "source Vivado's settings64.sh"), None
+        return Check(
+            name,
+            MISSING,
+            f"{on_path} is on PATH but XILINX_VIVADO is unset (FINN reads it): source Vivado's settings64.sh",
+        ), None
     exe = Path(root) / "bin" / "vivado"
     if not exe.is_file():
         return Check(name, MISSING, f"XILINX_VIVADO={root} has no bin/vivado: {todo}"), None
     if on_path is None:
-        return Check(name, MISSING, f"{exe} is not on PATH (FINN calls it by name): "
-                                    f"source {root}/settings64.sh"), None
+        return Check(name, MISSING, f"{exe} is not on PATH (FINN calls it by name): source {root}/settings64.sh"), None
     version, said = _tool_version(str(exe), "-version", r"\bvivado v(20\d\d\.\d)\b")
     if version is None:
         return Check(name, WRONG, f"`{exe} -version` names no Vivado version ({said})"), None
     if version not in SUPPORTED_XILINX:
         return Check(name, WRONG, f"Vivado {version} ({exe}): finn-plus 1.6.1 supports {_supported()}"), None
     if get_vivado_version() != tuple(int(p) for p in version.split(".")):
-        return Check(name, WRONG, f"XILINX_VIVADO={root} does not name version {version} (FINN reads the "
-                                  "version from this path): source that installation's settings64.sh"), None
+        return Check(
+            name,
+            WRONG,
+            f"XILINX_VIVADO={root} does not name version {version} (FINN reads the "
+            "version from this path): source that installation's settings64.sh",
+        ), None
     return Check(name, OK, f"{version} ({exe})"), version
 
 
@@ -166,9 +180,13 @@ def check_vitis_hls(vivado: str | None) -> Check:
     exe = shutil.which("vitis_hls")
     want = vivado or _supported()
     if exe is None:
-        return Check(name, MISSING, f"vitis_hls not on PATH: install Vitis HLS {want} (the Vivado version) "
-                                    "and `source <Xilinx>/Vitis_HLS/<version>/settings64.sh` (2024.2: "
-                                    "Vitis/<version>)")
+        return Check(
+            name,
+            MISSING,
+            f"vitis_hls not on PATH: install Vitis HLS {want} (the Vivado version) "
+            "and `source <Xilinx>/Vitis_HLS/<version>/settings64.sh` (2024.2: "
+            "Vitis/<version>)",
+        )
     version, said = _tool_version(exe, "-version", r"\bVitis HLS\b.*?\bv(20\d\d\.\d)\b")
     if version is None:
         return Check(name, WRONG, f"`{exe} -version` names no Vitis HLS version ({said})")
@@ -189,12 +207,17 @@ def check_hls_csim() -> Check:
     name = "HLS C simulation"
     root = os.environ.get("XILINX_HLS")
     if not root:
-        return Check(name, MISSING, "XILINX_HLS unset: `source` Vitis HLS's settings64.sh (FINN compiles its C++ "
-                                    "simulation against $XILINX_HLS/include and $XILINX_HLS/lnx64)")
+        return Check(
+            name,
+            MISSING,
+            "XILINX_HLS unset: `source` Vitis HLS's settings64.sh (FINN compiles its C++ "
+            "simulation against $XILINX_HLS/include and $XILINX_HLS/lnx64)",
+        )
     absent = [f for f in HLS_CSIM_FILES if not (Path(root) / f).is_file()]
     if absent:
-        return Check(name, MISSING, f"XILINX_HLS={root} lacks {', '.join(absent)}: point it at a complete Vitis "
-                                    "HLS installation")
+        return Check(
+            name, MISSING, f"XILINX_HLS={root} lacks {', '.join(absent)}: point it at a complete Vitis HLS installation"
+        )
     return Check(name, OK, f"headers and C simulation library under {root}")
 
 
@@ -214,8 +237,11 @@ def check_xsi(vivado: str | None, settings: Any) -> Check:
     if problems:
         return Check(name, MISSING, f"finn_xsi cannot be built: {' '.join(problems)}")
     state = f"built for {built}" if built else "not built yet"
-    return Check(name, OK, f"finn_xsi {state}; FINN builds it for Vivado {vivado} at first use "
-                           f"(`python -m finn.xsi.setup`, into {xsi})")
+    return Check(
+        name,
+        OK,
+        f"finn_xsi {state}; FINN builds it for Vivado {vivado} at first use (`python -m finn.xsi.setup`, into {xsi})",
+    )
 
 
 def check_gxx() -> Check:
@@ -238,13 +264,21 @@ def check_gxx() -> Check:
 def check_build_tools() -> Check:
     """cmake (the Python module FINN runs as ``python -m cmake``) and make, for FIFO simulation."""
     name = "cmake and make"
-    lacking = [t for t, found in (("the cmake Python package (pip install cmake)",
-                                   importlib.util.find_spec("cmake") is not None),
-                                  ("make (e.g. apt install make)", shutil.which("make") is not None))
-               if not found]
+    lacking = [
+        t
+        for t, found in (
+            ("the cmake Python package (pip install cmake)", importlib.util.find_spec("cmake") is not None),
+            ("make (e.g. apt install make)", shutil.which("make") is not None),
+        )
+        if not found
+    ]
     if lacking:
-        return Check(name, MISSING, f"FIFO sizing by simulation builds its simulator with them; install "
-                                    f"{' and '.join(lacking)}, or use --fifo-strategy force_minimal_fifos")
+        return Check(
+            name,
+            MISSING,
+            f"FIFO sizing by simulation builds its simulator with them; install "
+            f"{' and '.join(lacking)}, or use --fifo-strategy force_minimal_fifos",
+        )
     return Check(name, OK, f"python -m cmake, {shutil.which('make')}")
 
 
@@ -254,9 +288,13 @@ def check_finn_deps(settings: Any) -> Check:
     deps = Path(settings.finn_deps)
     if deps.is_dir():
         return Check("FINN_DEPS", OK, str(deps))
-    return Check("FINN_DEPS", MISSING, f"{deps} does not exist: `finn deps update` (or a bnnflow build that "
-                                       "finds Vivado) installs FINN's dependencies there; FINN_DEPS=DIR "
-                                       "chooses another folder")
+    return Check(
+        "FINN_DEPS",
+        MISSING,
+        f"{deps} does not exist: `finn deps update` (or a bnnflow build that "
+        "finds Vivado) installs FINN's dependencies there; FINN_DEPS=DIR "
+        "chooses another folder",
+    )
 
 
 def check_finn_hlslib(settings: Any, deps: Any) -> Check:
@@ -270,12 +308,17 @@ def check_finn_hlslib(settings: Any, deps: Any) -> Check:
     rc, out = _run(["git", "rev-parse", "HEAD"], cwd=target)
     head = out.strip() if rc == 0 else None
     if head is None:
-        return Check(FINN_HLSLIB, WRONG, f"{target}: git cannot read its commit ({_first_line(out)}): {todo}",
-                     FINN_HLSLIB)
+        return Check(
+            FINN_HLSLIB, WRONG, f"{target}: git cannot read its commit ({_first_line(out)}): {todo}", FINN_HLSLIB
+        )
     if head != pin:
-        return Check(FINN_HLSLIB, WRONG, f"{target} is at {head[:12]}, finn-plus 1.6.1 pins {pin[:12]} (its "
-                                         f"generated HLS calls Pool_batch, which only that commit has): {todo}",
-                     FINN_HLSLIB)
+        return Check(
+            FINN_HLSLIB,
+            WRONG,
+            f"{target} is at {head[:12]}, finn-plus 1.6.1 pins {pin[:12]} (its "
+            f"generated HLS calls Pool_batch, which only that commit has): {todo}",
+            FINN_HLSLIB,
+        )
     return Check(FINN_HLSLIB, OK, f"at the pinned commit {pin[:12]} ({target})")
 
 
@@ -320,8 +363,12 @@ def check_board_files(board: str, settings: Any, deps: Any) -> Check:
     exact = [p for p, b in mine if b[2] == version]
     if not exact:
         have = ", ".join(f"{b[2]} ({p})" for p, b in mine)
-        return Check(name, WRONG, f"{board} board files of version {have}; FINN's Zynq shell asks for {part}: "
-                                  f"{todo}", installable)
+        return Check(
+            name,
+            WRONG,
+            f"{board} board files of version {have}; FINN's Zynq shell asks for {part}: {todo}",
+            installable,
+        )
     return Check(name, OK, f"{part} ({exact[0]})")
 
 
@@ -333,13 +380,22 @@ def check_nlohmann_json(settings: Any, deps: Any) -> Check:
     cmake_file = Path(settings.finn_deps) / NLOHMANN_JSON_DEP_SUBDIR / "CMakeLists.txt"
     todo = f"`finn deps update` (or a bnnflow build that finds Vivado) installs them from {dep.url}"
     if not cmake_file.is_file():
-        return Check(NLOHMANN_JSON, MISSING, f"{cmake_file} not found (FIFO sizing by simulation needs it): "
-                                             f"{todo}", NLOHMANN_JSON)
+        return Check(
+            NLOHMANN_JSON,
+            MISSING,
+            f"{cmake_file} not found (FIFO sizing by simulation needs it): {todo}",
+            NLOHMANN_JSON,
+        )
     want = re.search(r"/v(\d+\.\d+\.\d+)/", str(dep.url))
     have = re.search(r"project\s*\(\s*nlohmann_json\s+VERSION\s+(\d+\.\d+\.\d+)", cmake_file.read_text(), re.I)
     if want and (have is None or have.group(1) != want.group(1)):
-        return Check(NLOHMANN_JSON, WRONG, f"{cmake_file} is version {have.group(1) if have else 'unknown'}, "
-                                           f"finn-plus downloads {want.group(1)}: {todo}", NLOHMANN_JSON)
+        return Check(
+            NLOHMANN_JSON,
+            WRONG,
+            f"{cmake_file} is version {have.group(1) if have else 'unknown'}, "
+            f"finn-plus downloads {want.group(1)}: {todo}",
+            NLOHMANN_JSON,
+        )
     return Check(NLOHMANN_JSON, OK, f"{have.group(1) if have else ''} ({cmake_file.parent})".strip())
 
 
@@ -350,8 +406,12 @@ def check_disk(where: Path) -> Check:
         place = place.parent
     free = shutil.disk_usage(place).free / 2**30
     if free < MIN_FREE_GIB:
-        return Check("disk space", MISSING, f"{free:.1f} GiB free at {place}, a bitfile build needs about "
-                                            f"{MIN_FREE_GIB:g} GiB: free some or build elsewhere (--out)")
+        return Check(
+            "disk space",
+            MISSING,
+            f"{free:.1f} GiB free at {place}, a bitfile build needs about "
+            f"{MIN_FREE_GIB:g} GiB: free some or build elsewhere (--out)",
+        )
     return Check("disk space", OK, f"{free:.0f} GiB free at {place}")
 
 
@@ -387,8 +447,12 @@ def install_finn_dependencies(names: list[str]) -> None:
 
     settings = finn_settings()
     try:
-        updater = DependencyUpdater(Path(settings.finn_deps), Path(settings.finn_deps_definitions),
-                                    settings.deps_git_timeout, non_interactive=True)
+        updater = DependencyUpdater(
+            Path(settings.finn_deps),
+            Path(settings.finn_deps_definitions),
+            settings.deps_git_timeout,
+            non_interactive=True,
+        )
     except (FINNError, OSError) as exc:
         raise BnnflowError(f"finn-plus's dependency manager cannot start: {_first_line(str(exc))}") from None
     for name in names:
@@ -398,8 +462,10 @@ def install_finn_dependencies(names: list[str]) -> None:
         except Exception as exc:  # whatever the installer raises, the user gets the one line below
             installed, why = False, f"{type(exc).__name__}: {_first_line(str(exc))}"
         if not installed:
-            raise BnnflowError(f"FINN dependency {name} could not be installed from {url} by finn-plus's "
-                               f"dependency manager (it needs the network): {why}")
+            raise BnnflowError(
+                f"FINN dependency {name} could not be installed from {url} by finn-plus's "
+                f"dependency manager (it needs the network): {why}"
+            )
 
 
 def ensure_ready(board: str, where: Path, fifo_strategy: str | None) -> list[Check]:
@@ -411,6 +477,8 @@ def ensure_ready(board: str, where: Path, fifo_strategy: str | None) -> list[Che
         checks = run_checks(board, where, fifo_strategy)
     failing = [c for c in checks if not c.ok]
     if failing:
-        raise BnnflowError("a bitfile build cannot start here (see `bnnflow doctor`): "
-                           + "; ".join(f"{c.name} {c.status}: {c.detail}" for c in failing))
+        raise BnnflowError(
+            "a bitfile build cannot start here (see `bnnflow doctor`): "
+            + "; ".join(f"{c.name} {c.status}: {c.detail}" for c in failing)
+        )
     return checks

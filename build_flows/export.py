@@ -32,10 +32,10 @@ class ExportResult:
     """What ``export`` wrote and how well the QONNX file agrees with the Brevitas model."""
 
     path: Path
-    n: int                   # images compared
-    images: str              # where they came from ("mnist test", or "random" when no data)
-    top1_agreement: float    # fraction of images with identical top-1 (1.0 is required)
-    max_logit_diff: float    # largest |QONNX logit - Brevitas logit|
+    n: int  # images compared
+    images: str  # where they came from ("mnist test", or "random" when no data)
+    top1_agreement: float  # fraction of images with identical top-1 (1.0 is required)
+    max_logit_diff: float  # largest |QONNX logit - Brevitas logit|
 
 
 class _Uint8Input(torch.nn.Module):
@@ -58,8 +58,7 @@ def _write_qonnx(model: BinaryNet, path: Path) -> None:
     from qonnx.util.cleanup import cleanup_model
 
     with torch.no_grad():
-        export_qonnx(_Uint8Input(model.eval()), input_t=torch.zeros((1, *model.input_shape)),
-                     export_path=str(path))
+        export_qonnx(_Uint8Input(model.eval()), input_t=torch.zeros((1, *model.input_shape)), export_path=str(path))
     m = ModelWrapper(str(path))  # loads the weights the exporter may have put in PATH.data
     path.with_name(path.name + ".data").unlink(missing_ok=True)
     m.set_tensor_datatype(m.graph.input[0].name, DataType["UINT8"])
@@ -127,19 +126,26 @@ def export(ckpt: Path, out: Path, n_check: int = 200, data_dir: Path | None = No
         try:
             _write_qonnx(model, tmp)
             check_finite(onnx.load(str(tmp)), Path(ckpt))
-            res = check_agreement(model, tmp, n_check, data_dir) if n_check > 0 else \
-                ExportResult(path=tmp, n=0, images="none", top1_agreement=float("nan"), max_logit_diff=float("nan"))
+            res = (
+                check_agreement(model, tmp, n_check, data_dir)
+                if n_check > 0
+                else ExportResult(
+                    path=tmp, n=0, images="none", top1_agreement=float("nan"), max_logit_diff=float("nan")
+                )
+            )
         finally:
             tmp.with_name(tmp.name + ".data").unlink(missing_ok=True)
         if res.n and not math.isfinite(res.max_logit_diff):
             raise BnnflowError(
                 f"{ckpt}: the network's logits are not finite on {res.images} images (max logit difference "
-                f"{res.max_logit_diff}); nothing written. Check the checkpoint's weights")
+                f"{res.max_logit_diff}); nothing written. Check the checkpoint's weights"
+            )
         if res.n and res.top1_agreement < 1.0:
             raise BnnflowError(
                 f"{ckpt}: the exported QONNX graph disagrees with the Brevitas model on "
                 f"{round((1 - res.top1_agreement) * res.n)} of {res.n} {res.images} images "
                 f"(max logit difference {res.max_logit_diff:.3g}); nothing written. Report this as a bug."
             )
-    return ExportResult(path=out, n=res.n, images=res.images, top1_agreement=res.top1_agreement,
-                        max_logit_diff=res.max_logit_diff)
+    return ExportResult(
+        path=out, n=res.n, images=res.images, top1_agreement=res.top1_agreement, max_logit_diff=res.max_logit_diff
+    )

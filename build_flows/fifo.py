@@ -63,21 +63,28 @@ class FifoOptions:
 
         if self.depths_file is not None:
             return {"auto_fifo_depths": False, "fifo_config_file": depths_file}
-        return {"auto_fifo_depths": True, "auto_fifo_strategy": bc.AutoFIFOSizingMethod(self.strategy),
-                "fifo_config_file": None}
+        return {
+            "auto_fifo_depths": True,
+            "auto_fifo_strategy": bc.AutoFIFOSizingMethod(self.strategy),
+            "fifo_config_file": None,
+        }
 
     def record(self) -> dict[str, Any]:
         """What the manifest and the hand-off record about FIFO sizing."""
-        return {"strategy": None if self.depths_file else self.strategy,
-                "depths_file": str(self.depths_file.absolute()) if self.depths_file else None,
-                "timeout_min": self.timeout_min}
+        return {
+            "strategy": None if self.depths_file else self.strategy,
+            "depths_file": str(self.depths_file.absolute()) if self.depths_file else None,
+            "timeout_min": self.timeout_min,
+        }
 
     def timeout_message(self) -> str:
         """The line a build ends with when FIFO sizing runs past the limit."""
-        return (f"FINN's FIFO sizing ({self.strategy}) ran past --fifo-timeout {self.timeout_min:g} min and was "
-                "stopped; give --fifo-strategy force_minimal_fifos (no sizing: minimal depths, may cost "
-                "throughput), --fifo-depths FILE.json (FINN's report/fifo_sizing.json format) or a larger "
-                "--fifo-timeout (0: no limit)")
+        return (
+            f"FINN's FIFO sizing ({self.strategy}) ran past --fifo-timeout {self.timeout_min:g} min and was "
+            "stopped; give --fifo-strategy force_minimal_fifos (no sizing: minimal depths, may cost "
+            "throughput), --fifo-depths FILE.json (FINN's report/fifo_sizing.json format) or a larger "
+            "--fifo-timeout (0: no limit)"
+        )
 
     def hardware_step(self) -> Callable[..., Any]:
         """FINN's ``step_generate_hardware`` (same name) with its FIFO sizing under this time limit.
@@ -95,8 +102,10 @@ class FifoOptions:
             from finn.transformation.qonnx.give_unique_node_names_recursive import GiveUniqueNodeNamesRecursive
 
             if model.get_nodes_by_op_type("FINNLoop"):
-                raise BnnflowError("the graph has FINNLoop nodes, which bnnflow's FIFO time limit does not "
-                                   "cover; give --fifo-timeout 0 (FINN's own step_generate_hardware)")
+                raise BnnflowError(
+                    "the graph has FINNLoop nodes, which bnnflow's FIFO time limit does not "
+                    "cover; give --fifo-timeout 0 (FINN's own step_generate_hardware)"
+                )
             model = model.transform(GiveUniqueNodeNamesRecursive())
             model = step_hw_codegen(model, cfg)
             model = step_hw_ipgen(model, cfg)
@@ -106,12 +115,14 @@ class FifoOptions:
         return step_generate_hardware
 
 
-def fifo_options(strategy: str | None, depths_file: Path | str | None,
-                 timeout_min: float = DEFAULT_TIMEOUT_MIN) -> FifoOptions:
+def fifo_options(
+    strategy: str | None, depths_file: Path | str | None, timeout_min: float = DEFAULT_TIMEOUT_MIN
+) -> FifoOptions:
     """Checked FIFO options: one of a strategy or a depth file (readable, FINN's format)."""
     if strategy is not None and depths_file is not None:
-        raise BnnflowError("give at most one of --fifo-strategy and --fifo-depths (a depth file sizes "
-                           "no FIFOs, it sets them)")
+        raise BnnflowError(
+            "give at most one of --fifo-strategy and --fifo-depths (a depth file sizes no FIFOs, it sets them)"
+        )
     if strategy is not None and strategy not in STRATEGIES:
         raise BnnflowError(f"unknown FIFO strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
     if not timeout_min >= 0:
@@ -126,8 +137,9 @@ def read_depths(path: Path) -> dict[str, Any]:
     """A FIFO depth file as FINN's ``ApplyFIFODepthsFromFile`` reads it, checked before FINN runs."""
     data = read_json(path, "not a readable FIFO depth JSON file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in DEPTH_FILE_KEYS):
-        raise BnnflowError(f"{path}: a FIFO depth file needs the objects {', '.join(DEPTH_FILE_KEYS)} "
-                           "(FINN's report/fifo_sizing.json)")
+        raise BnnflowError(
+            f"{path}: a FIFO depth file needs the objects {', '.join(DEPTH_FILE_KEYS)} (FINN's report/fifo_sizing.json)"
+        )
     for name, depth in data["fifo_depths"].items():
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise BnnflowError(f"{path}: {name}: FIFO depth must be a positive integer, got {depth!r}")

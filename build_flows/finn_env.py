@@ -61,8 +61,7 @@ def vivado_available() -> bool:
     The IP generation, FIFO sizing, stitched IP, synthesis and bitfile steps
     need both; everything up to code generation needs neither.
     """
-    return (_tool_bin("XILINX_VIVADO", "vivado") is not None
-            and _tool_bin("XILINX_HLS", "vitis_hls") is not None)
+    return _tool_bin("XILINX_VIVADO", "vivado") is not None and _tool_bin("XILINX_HLS", "vitis_hls") is not None
 
 
 def tool_versions() -> dict[str, str | None]:

@@ -56,11 +56,16 @@ def read_folding(path: Path) -> dict[str, Any]:
     """Load a folding JSON file (FINN's format) or say what is wrong with it."""
     if not path.is_file():
         raise BnnflowError(f"{path}: folding file not found")
-    cfg = read_json(path, "not a valid JSON folding file",
-                    'a folding file maps node names to attribute objects, e.g. {"MVAU_hls_0": {"PE": 4}}')
+    cfg = read_json(
+        path,
+        "not a valid JSON folding file",
+        'a folding file maps node names to attribute objects, e.g. {"MVAU_hls_0": {"PE": 4}}',
+    )
     if not isinstance(cfg, dict) or not all(isinstance(v, dict) for v in cfg.values()):
-        raise BnnflowError(f"{path}: a folding file maps node names to attribute objects, "
-                           'e.g. {"MVAU_hls_0": {"PE": 4, "SIMD": 8}}')
+        raise BnnflowError(
+            f"{path}: a folding file maps node names to attribute objects, "
+            'e.g. {"MVAU_hls_0": {"PE": 4, "SIMD": 8}}'
+        )
     for name, attrs in cfg.items():
         if name == "Defaults":
             for attr, value in attrs.items():
@@ -69,7 +74,8 @@ def read_folding(path: Path) -> dict[str, Any]:
         if val not in MEM_MODES:
             raise BnnflowError(
                 f"{path}: {name}: mem_mode {val!r} is not supported by bnnflow (the weights must be inside the "
-                f"accelerator for `bnnflow sim` and the bitfile); use one of {', '.join(MEM_MODES)}")
+                f"accelerator for `bnnflow sim` and the bitfile); use one of {', '.join(MEM_MODES)}"
+            )
     return cfg
 
 
@@ -78,15 +84,18 @@ def _defaults_entries(path: Path, attr: str, value: Any) -> list[tuple[Any, Any]
     op_types being "all" or a list of op types; a malformed entry is a BnnflowError."""
     example = f'"Defaults": {{"{attr}": [4, ["MVAU_hls"]]}}'
     if not isinstance(value, list) or not value or len(value) % 2:
-        raise BnnflowError(f"{path}: Defaults: {attr} must be a list of value, op types pairs, e.g. {example}; "
-                           f"got {value!r}")
+        raise BnnflowError(
+            f"{path}: Defaults: {attr} must be a list of value, op types pairs, e.g. {example}; got {value!r}"
+        )
     pairs = list(zip(value[::2], value[1::2], strict=True))
     for _, ops in pairs:
         if not (isinstance(ops, str) or (isinstance(ops, list) and all(isinstance(o, str) for o in ops))):
-            raise BnnflowError(f"{path}: Defaults: {attr}: the op types must be \"all\" or a list of op type "
-                               f"names, e.g. {example}; got {ops!r}")
+            raise BnnflowError(
+                f'{path}: Defaults: {attr}: the op types must be "all" or a list of op type '
+                f"names, e.g. {example}; got {ops!r}"
+            )
         if ops == "all" and len(pairs) > 1:
-            raise BnnflowError(f"{path}: Defaults: {attr}: \"all\" must be its only entry")
+            raise BnnflowError(f'{path}: Defaults: {attr}: "all" must be its only entry')
     return pairs
 
 
@@ -96,8 +105,10 @@ def _mem_modes(cfg: dict[str, Any], path: Path) -> list[tuple[str, str, Any]]:
         if "mem_mode" not in attrs:
             continue
         if name == "Defaults":
-            out += [(f"Defaults for {ops}", "mem_mode", v) for v, ops in _defaults_entries(path, "mem_mode",
-                                                                                           attrs["mem_mode"])]
+            out += [
+                (f"Defaults for {ops}", "mem_mode", v)
+                for v, ops in _defaults_entries(path, "mem_mode", attrs["mem_mode"])
+            ]
         else:
             out.append((name, "mem_mode", attrs["mem_mode"]))
     return out
@@ -141,7 +152,8 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
     if unknown:
         raise BnnflowError(
             f"{path}: no node named {', '.join(unknown)} in this network's accelerator; its nodes are "
-            f"{', '.join(nodes)} (finn-plus names, e.g. MaxPool becomes ConvolutionInputGenerator + Pool)")
+            f"{', '.join(nodes)} (finn-plus names, e.g. MaxPool becomes ConvolutionInputGenerator + Pool)"
+        )
     effective = effective_folding(cfg, graph, path)
     for name, (attrs, origin) in effective.items():
         node = nodes[name]
@@ -158,11 +170,15 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
                 dim = int(getCustomOp(node).get_nodeattr(dim_name))
                 if dim % val:
                     divisors = [d for d in range(1, dim + 1) if dim % d == 0]
-                    prefix = f"Defaults: {factor}={val} for {node.op_type} does not fit {name}; " \
-                        if origin[factor] == "Defaults" else ""
+                    prefix = (
+                        f"Defaults: {factor}={val} for {node.op_type} does not fit {name}; "
+                        if origin[factor] == "Defaults"
+                        else ""
+                    )
                     raise BnnflowError(
                         f"{path}: {prefix}{name}: {factor}={val} does not divide {dim_name}={dim}; "
-                        f"use one of {divisors}")
+                        f"use one of {divisors}"
+                    )
     for node in graph.graph.node:
         if node.op_type != "MVAU_hls":
             continue
@@ -172,7 +188,8 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
         if not hls_simd_fits(mw, simd):
             raise BnnflowError(
                 f"{path}: {node.name}: SIMD={simd} is below finn-hlslib's minimum MW / {HLS_MVAU_MAX_SF} for "
-                f"MW={mw}; use SIMD >= {min_hls_simd(mw)} (a divisor of {mw})")
+                f"MW={mw}; use SIMD >= {min_hls_simd(mw)} (a divisor of {mw})"
+            )
 
 
 def over_budget(totals: dict[str, float], board: Board) -> list[str]:

@@ -66,9 +66,12 @@ def _model_without_codegen(src: Path, dst: Path, codegen_dir: Path) -> int:
 
 def _step_record(name: str, fn: Callable[..., Any]) -> dict[str, Any]:
     """Name, implementing function and first doc line of one step that ran."""
-    return {"name": name, "function": f"{fn.__module__}.{fn.__qualname__}",
-            "replaces_finn_step": not fn.__module__.startswith("finn."),
-            "doc": (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""}
+    return {
+        "name": name,
+        "function": f"{fn.__module__}.{fn.__qualname__}",
+        "replaces_finn_step": not fn.__module__.startswith("finn."),
+        "doc": (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+    }
 
 
 def finn_command(handoff: Path, last_step: str) -> str:
@@ -76,9 +79,16 @@ def finn_command(handoff: Path, last_step: str) -> str:
     return f"cd {handoff} && finn build {CONFIG_FILE} {MODELS_DIR}/{last_step}.onnx --batch"
 
 
-def write_handoff(build_dir: Path, cfg: Any, last_step: str, next_steps: list[str],
-                  steps_run: dict[str, Callable[..., Any]], folding_report: Path, fifo: dict[str, Any],
-                  depths_file: Path | None) -> Path:
+def write_handoff(
+    build_dir: Path,
+    cfg: Any,
+    last_step: str,
+    next_steps: list[str],
+    steps_run: dict[str, Callable[..., Any]],
+    folding_report: Path,
+    fifo: dict[str, Any],
+    depths_file: Path | None,
+) -> Path:
     """Write ``build_dir/handoff`` (see the module docstring) and return it.
 
     ``cfg`` is the ``DataflowBuildConfig`` a bitfile build of this design
@@ -95,18 +105,33 @@ def write_handoff(build_dir: Path, cfg: Any, last_step: str, next_steps: list[st
     if depths_file is not None:
         shutil.copyfile(depths_file, out / DEPTHS_FILE)
     hand = dataclasses.replace(
-        cfg, output_dir=".", model_path=model, config_path=None, steps=[last_step, *next_steps],
-        start_step=next_steps[0], stop_step=None, folding_config_file=Path(FOLDING_FILE),
-        fifo_config_file=Path(DEPTHS_FILE) if depths_file is not None else None)
+        cfg,
+        output_dir=".",
+        model_path=model,
+        config_path=None,
+        steps=[last_step, *next_steps],
+        start_step=next_steps[0],
+        stop_step=None,
+        folding_config_file=Path(FOLDING_FILE),
+        fifo_config_file=Path(DEPTHS_FILE) if depths_file is not None else None,
+    )
     atomic_write(out / CONFIG_FILE, json.dumps(hand.to_dict(), indent=2) + "\n")
     command = finn_command(out, last_step)
     from importlib.metadata import version
 
     record = {
-        "format": "bnnflow-handoff", "version": 1, "build": str(build_dir), "finn_plus": version("finn-plus"),
-        "model": str(model), "codegen_paths_emptied": emptied, "config": CONFIG_FILE,
-        "folding": FOLDING_FILE, "fifo": {**fifo, "depths_file": DEPTHS_FILE if depths_file else None},
-        "last_vivado_free_step": last_step, "start_step": next_steps[0], "steps_to_run": next_steps,
+        "format": "bnnflow-handoff",
+        "version": 1,
+        "build": str(build_dir),
+        "finn_plus": version("finn-plus"),
+        "model": str(model),
+        "codegen_paths_emptied": emptied,
+        "config": CONFIG_FILE,
+        "folding": FOLDING_FILE,
+        "fifo": {**fifo, "depths_file": DEPTHS_FILE if depths_file else None},
+        "last_vivado_free_step": last_step,
+        "start_step": next_steps[0],
+        "steps_to_run": next_steps,
         "steps_run": [_step_record(name, fn) for name, fn in steps_run.items()],
         "command": command,
     }

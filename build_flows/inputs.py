@@ -32,10 +32,28 @@ from bnnflow import checkpoint
 from bnnflow.errors import BnnflowError, CheckpointError, NotSupported
 
 #: Op types of a W1A1 QONNX graph that FINN's builder turns into a dataflow accelerator.
-SUPPORTED_OPS = frozenset({
-    "Quant", "BipolarQuant", "Conv", "Gemm", "MatMul", "BatchNormalization", "MaxPool",
-    "Reshape", "Flatten", "Transpose", "Identity", "Mul", "Add", "Sub", "Div", "TopK", "Pad", "ReduceMean",
-})
+SUPPORTED_OPS = frozenset(
+    {
+        "Quant",
+        "BipolarQuant",
+        "Conv",
+        "Gemm",
+        "MatMul",
+        "BatchNormalization",
+        "MaxPool",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Identity",
+        "Mul",
+        "Add",
+        "Sub",
+        "Div",
+        "TopK",
+        "Pad",
+        "ReduceMean",
+    }
+)
 WEIGHT_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 
 
@@ -43,14 +61,14 @@ WEIGHT_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 class BuildInput:
     """The QONNX file FINN builds and what is known about where it came from."""
 
-    path: Path                       # the QONNX file handed to FINN (inside the build folder)
-    kind: str                        # "checkpoint" or "qonnx"
+    path: Path  # the QONNX file handed to FINN (inside the build folder)
+    kind: str  # "checkpoint" or "qonnx"
     source: Path
     dataset: str | None = None
     arch: str | None = None
     widths: list[int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    export: dict[str, Any] | None = None   # agreement check of a checkpoint export
+    export: dict[str, Any] | None = None  # agreement check of a checkpoint export
     notes: list[str] = field(default_factory=list)
 
 
@@ -75,8 +93,10 @@ def load_qonnx(path: Path) -> Any:
         onnx.checker.check_model(proto)
     except Exception as exc:  # protobuf raises DecodeError and others for corrupt files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise BnnflowError(f"{path}: not a readable ONNX model ({first}); give a QONNX file exported "
-                           "with brevitas.export.export_qonnx or a bnnflow checkpoint") from None
+        raise BnnflowError(
+            f"{path}: not a readable ONNX model ({first}); give a QONNX file exported "
+            "with brevitas.export.export_qonnx or a bnnflow checkpoint"
+        ) from None
     return ModelWrapper(proto)
 
 
@@ -95,13 +115,18 @@ def check_finite(model: Any, path: Path) -> None:
     hint = "e.g. a training run that diverged; export the network again from finite weights"
     consts = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:  # first: an infinite scale has a known cause worth naming
-        if node.op_type in ("Quant", "BipolarQuant") and len(node.input) > 1 and node.input[1] in consts \
-                and np.isinf(consts[node.input[1]]).any():
+        if (
+            node.op_type in ("Quant", "BipolarQuant")
+            and len(node.input) > 1
+            and node.input[1] in consts
+            and np.isinf(consts[node.input[1]]).any()
+        ):
             raise BnnflowError(
                 f"{path}: quantizer {node.name} has an infinite scale, as Brevitas gives a 1-bit integer weight "
                 "quantizer (weight_bit_width=1 on the default Int8WeightPerTensorFloat divides by the largest "
                 "1-bit narrow-range integer, 0); use a binary one (weight_quant=SignedBinaryWeightPerTensorConst) "
-                "and export again")
+                "and export again"
+            )
     for init in graph.initializer:
         arr = consts[init.name]
         if _nonfinite(arr):
@@ -117,18 +142,24 @@ def check_finite(model: Any, path: Path) -> None:
             else:
                 continue
             if _nonfinite(values):
-                raise BnnflowError(f"{path}: attribute {a.name} of {node.op_type} node {node.name or '(unnamed)'} "
-                                   f"is not finite; {hint}")
+                raise BnnflowError(
+                    f"{path}: attribute {a.name} of {node.op_type} node {node.name or '(unnamed)'} "
+                    f"is not finite; {hint}"
+                )
         if node.op_type == "BatchNormalization" and len(node.input) > 4 and node.input[4] in consts:
             var = consts[node.input[4]]
             if (var < 0).any():
-                raise BnnflowError(f"{path}: negative BatchNorm variance in {node.input[4]} (node {node.name}, down "
-                                   f"to {float(var.min()):g}); a variance is never negative: the file is damaged")
+                raise BnnflowError(
+                    f"{path}: negative BatchNorm variance in {node.input[4]} (node {node.name}, down "
+                    f"to {float(var.min()):g}); a variance is never negative: the file is damaged"
+                )
         if node.op_type in ("Quant", "BipolarQuant") and len(node.input) > 1 and node.input[1] in consts:
             scale = consts[node.input[1]]
             if not (scale > 0).all():
-                raise BnnflowError(f"{path}: quantizer {node.name} has a scale that is not positive "
-                                   f"({float(scale.min()):g}); the file is damaged")
+                raise BnnflowError(
+                    f"{path}: quantizer {node.name} has a scale that is not positive "
+                    f"({float(scale.min()):g}); the file is damaged"
+                )
 
 
 def _bits(model: Any, node: Any) -> float | None:
@@ -145,18 +176,23 @@ def check_w1a1(model: Any, path: Path) -> None:
         if n.op_type not in SUPPORTED_OPS:
             ops.setdefault(n.op_type, []).append(n.name or "(unnamed)")
     if ops:
-        listed = "; ".join(f"{op} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-                           for op, names in ops.items())
-        raise NotSupported(f"unsupported layer type(s) for the W1A1 FINN flow: {listed}. "
-                           f"Supported: {', '.join(sorted(SUPPORTED_OPS))}", str(path))
+        listed = "; ".join(
+            f"{op} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" for op, names in ops.items()
+        )
+        raise NotSupported(
+            f"unsupported layer type(s) for the W1A1 FINN flow: {listed}. "
+            f"Supported: {', '.join(sorted(SUPPORTED_OPS))}",
+            str(path),
+        )
     weight_layers = [n for n in model.graph.node if n.op_type in WEIGHT_OPS]
     if not weight_layers:
         raise BnnflowError(f"{path}: no Conv, Gemm or MatMul layer; nothing to build")
     for n in weight_layers:
         w = model.find_producer(n.input[1])
         if w is None or w.op_type not in ("Quant", "BipolarQuant"):
-            raise BnnflowError(f"{path}: {n.op_type} node {n.name} has unquantized weights; "
-                               "bnnflow builds binary (1-bit) weights only")
+            raise BnnflowError(
+                f"{path}: {n.op_type} node {n.name} has unquantized weights; bnnflow builds binary (1-bit) weights only"
+            )
     seen_weight_layer: set[str] = set()
     for n in model.graph.node:  # exported graphs are topologically sorted
         if n.op_type in WEIGHT_OPS:
@@ -175,8 +211,11 @@ def check_w1a1(model: Any, path: Path) -> None:
         input_path = not is_weight and not any(i in seen_weight_layer for i in n.input)
         if input_path and bits <= 8:
             continue
-        raise NotSupported(f"{n.name} quantizes {what}s to {bits:g} bits; bnnflow builds W1A1 networks "
-                           "(1-bit weights and activations, an input quantizer of at most 8 bits)", str(path))
+        raise NotSupported(
+            f"{n.name} quantizes {what}s to {bits:g} bits; bnnflow builds W1A1 networks "
+            "(1-bit weights and activations, an input quantizer of at most 8 bits)",
+            str(path),
+        )
 
 
 def _add_uint8_front(model: Any) -> Any:
@@ -191,8 +230,13 @@ def _add_uint8_front(model: Any) -> Any:
     inp = helper.make_tensor_value_info("uint8_in", TensorProto.FLOAT, shape)
     out = helper.make_tensor_value_info("uint8_scaled", TensorProto.FLOAT, shape)
     div = helper.make_node("Div", ["uint8_in", "uint8_scale"], ["uint8_scaled"], name="Uint8ToFloat")
-    graph = helper.make_graph([div], "uint8_front", [inp], [out],
-                              initializer=[helper.make_tensor("uint8_scale", TensorProto.FLOAT, [], [255.0])])
+    graph = helper.make_graph(
+        [div],
+        "uint8_front",
+        [inp],
+        [out],
+        initializer=[helper.make_tensor("uint8_scale", TensorProto.FLOAT, [], [255.0])],
+    )
     pre = ModelWrapper(qonnx_make_model(graph, producer_name="bnnflow"))
     merged = model.transform(MergeONNXModels(pre))
     merged.set_tensor_datatype(merged.graph.input[0].name, DataType["UINT8"])
@@ -207,8 +251,10 @@ def _prepare_qonnx(src: Path, dest: Path) -> BuildInput:
     model = load_qonnx(src)
     inputs = [i.name for i in model.graph.input if model.get_initializer(i.name) is None]
     if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise BnnflowError(f"{src}: the graph has {len(inputs)} inputs and {len(model.graph.output)} "
-                           "outputs; bnnflow builds single-input, single-output classifiers")
+        raise BnnflowError(
+            f"{src}: the graph has {len(inputs)} inputs and {len(model.graph.output)} "
+            "outputs; bnnflow builds single-input, single-output classifiers"
+        )
     try:
         model = cleanup_model(model)
     except Exception as exc:
@@ -219,8 +265,10 @@ def _prepare_qonnx(src: Path, dest: Path) -> BuildInput:
     if model.get_tensor_datatype(model.graph.input[0].name) == DataType["FLOAT32"]:
         model = cleanup_model(_add_uint8_front(model))
         res.notes.append("float input: added a /255 front with UINT8 input (the network must take [0, 1] images)")
-    if model.find_consumer(model.graph.output[0].name) is None and \
-            model.find_producer(model.graph.output[0].name).op_type != "TopK":
+    if (
+        model.find_consumer(model.graph.output[0].name) is None
+        and model.find_producer(model.graph.output[0].name).op_type != "TopK"
+    ):
         model = model.transform(InsertTopK(k=1))
         res.notes.append("added TopK (k=1) at the output")
     model.save(str(dest))
@@ -244,10 +292,19 @@ def prepare_input(src: Path, dest: Path, n_check: int, data_dir: Path | None) ->
     res = export(src, dest, n_check=n_check, data_dir=data_dir)
     check_w1a1(load_qonnx(dest), src)
     return BuildInput(
-        path=dest, kind="checkpoint", source=src, dataset=raw.get("dataset"), arch=raw["arch"],
-        widths=list(raw["widths"]), meta=dict(raw["meta"]),
-        export={"images": res.images, "n": res.n, "top1_agreement": res.top1_agreement,
-                "max_logit_diff": res.max_logit_diff},
+        path=dest,
+        kind="checkpoint",
+        source=src,
+        dataset=raw.get("dataset"),
+        arch=raw["arch"],
+        widths=list(raw["widths"]),
+        meta=dict(raw["meta"]),
+        export={
+            "images": res.images,
+            "n": res.n,
+            "top1_agreement": res.top1_agreement,
+            "max_logit_diff": res.max_logit_diff,
+        },
     )
 
 

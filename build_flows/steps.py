@@ -67,12 +67,26 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: finn-plus 1.6.1's ``default_build_dataflow_steps``: the step list the copies here were made from.
 FINN_STEPS = (
-    "step_qonnx_to_finn", "step_tidy_up", "step_streamline", "step_convert_to_hw",
-    "step_minimize_bit_width_initial", "step_create_dataflow_partition", "step_specialize_layers",
-    "step_target_fps_parallelization", "step_apply_folding_config", "step_minimize_bit_width",
-    "step_transpose_decomposition", "step_generate_estimate_reports", "step_assign_ddr_weight_offsets",
-    "step_generate_hardware", "step_create_stitched_ip", "step_measure_rtlsim_performance",
-    "step_out_of_context_synthesis", "step_prepare_synthesis", "step_synthesize_bitfile", "step_make_driver",
+    "step_qonnx_to_finn",
+    "step_tidy_up",
+    "step_streamline",
+    "step_convert_to_hw",
+    "step_minimize_bit_width_initial",
+    "step_create_dataflow_partition",
+    "step_specialize_layers",
+    "step_target_fps_parallelization",
+    "step_apply_folding_config",
+    "step_minimize_bit_width",
+    "step_transpose_decomposition",
+    "step_generate_estimate_reports",
+    "step_assign_ddr_weight_offsets",
+    "step_generate_hardware",
+    "step_create_stitched_ip",
+    "step_measure_rtlsim_performance",
+    "step_out_of_context_synthesis",
+    "step_prepare_synthesis",
+    "step_synthesize_bitfile",
+    "step_make_driver",
     "step_deployment_package",
 )
 
@@ -117,8 +131,7 @@ def _minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
     return model
 
 
-@_finn_original("step_minimize_bit_width_initial",
-                "a690d31e9c05df3f20f70a6f0892c4ed9308220e5980cf538a7092e466fcfd7d")
+@_finn_original("step_minimize_bit_width_initial", "a690d31e9c05df3f20f70a6f0892c4ed9308220e5980cf538a7092e466fcfd7d")
 def step_minimize_bit_width_initial(model: ModelWrapper, cfg: Any) -> ModelWrapper:
     """FINN's first bit-width pass (right after the conversion to HW layers), XNOR-safe."""
     return _minimize_bit_width(model, cfg)
@@ -135,8 +148,7 @@ def step_minimize_bit_width(model: ModelWrapper, cfg: Any) -> ModelWrapper:
 
 
 # ---------------------------------------------------------------- work-around 5
-@_finn_original("step_target_fps_parallelization",
-                "593af0665b67e4b8995db60ebd43aa7452eac545ec069161b8c0907a20e79238")
+@_finn_original("step_target_fps_parallelization", "593af0665b67e4b8995db60ebd43aa7452eac545ec069161b8c0907a20e79238")
 def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapper:
     """FINN's auto-folding for the target FPS, then SIMD raised where finn-hlslib needs it."""
     from finn.builder.build_dataflow_steps import step_target_fps_parallelization as finn_step
@@ -154,7 +166,8 @@ def step_target_fps_parallelization(model: ModelWrapper, cfg: Any) -> ModelWrapp
         atomic_write(report, json.dumps(folding, indent=2))
         logging.getLogger(__name__).warning(
             "raised SIMD to finn-hlslib's minimum (MW / 1024): %s",
-            ", ".join(f"{n} {a} -> {b}" for n, a, b in fix.raised))
+            ", ".join(f"{n} {a} -> {b}" for n, a, b in fix.raised),
+        )
     return model
 
 

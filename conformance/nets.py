@@ -57,12 +57,12 @@ class NetSpec:
     seed: int
     in_ch: int
     in_size: int
-    input_bits: int          # 8 (Q1.7) or 1 (sign of the input)
-    front: bool              # 2 * x - 1 before the input quantizer
+    input_bits: int  # 8 (Q1.7) or 1 (sign of the input)
+    front: bool  # 2 * x - 1 before the input quantizer
     layers: list[Layer]
     classes: int
-    bn_style: str            # "trained" | "wild" (gammas near 0, far means/betas)
-    target_fps: int = 2000   # FINN's auto-folding target: exercises other PE/SIMD choices
+    bn_style: str  # "trained" | "wild" (gammas near 0, far means/betas)
+    target_fps: int = 2000  # FINN's auto-folding target: exercises other PE/SIMD choices
 
     def describe(self) -> str:
         parts = []
@@ -74,9 +74,12 @@ class NetSpec:
                 parts.append(f"mp{layer.kernel}")
             else:
                 parts.append(f"fc{layer.width}")
-        return (f"seed {self.seed}: {self.in_ch}x{self.in_size}x{self.in_size} in{self.input_bits}"
-                f"{'+front' if self.front else ''} " + "-".join(parts)
-                + f" -> {self.classes} ({self.bn_style}, {self.target_fps} FPS)")
+        return (
+            f"seed {self.seed}: {self.in_ch}x{self.in_size}x{self.in_size} in{self.input_bits}"
+            f"{'+front' if self.front else ''} "
+            + "-".join(parts)
+            + f" -> {self.classes} ({self.bn_style}, {self.target_fps} FPS)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,9 +111,17 @@ def random_spec(seed: int) -> NetSpec:
                 size //= pk
     for _ in range(rng.randint(0 if not fc_only else 1, 2)):
         layers.append(Layer("fc", rng.choice((3, 7, 10, 16, 23, 32, 41, 64))))
-    return NetSpec(seed=seed, in_ch=in_ch, in_size=in_size, input_bits=input_bits, front=front, layers=layers,
-                   classes=rng.randint(2, 12), bn_style=rng.choice(("trained", "wild")),
-                   target_fps=rng.choice((300, 2000, 20000, 200000)))
+    return NetSpec(
+        seed=seed,
+        in_ch=in_ch,
+        in_size=in_size,
+        input_bits=input_bits,
+        front=front,
+        layers=layers,
+        classes=rng.randint(2, 12),
+        bn_style=rng.choice(("trained", "wild")),
+        target_fps=rng.choice((300, 2000, 20000, 200000)),
+    )
 
 
 def _weight_quant() -> dict[str, Any]:
@@ -130,8 +141,14 @@ def _input_quant(bits: int) -> QuantIdentity:
 
     if bits == 1:
         return _sign()
-    return QuantIdentity(act_quant=CommonActQuant, bit_width=8, min_val=-1.0, max_val=1.0 - 2.0 ** (-7),
-                         narrow_range=False, restrict_scaling_type=RestrictValueType.POWER_OF_TWO)
+    return QuantIdentity(
+        act_quant=CommonActQuant,
+        bit_width=8,
+        min_val=-1.0,
+        max_val=1.0 - 2.0 ** (-7),
+        narrow_range=False,
+        restrict_scaling_type=RestrictValueType.POWER_OF_TWO,
+    )
 
 
 class RandomNet(nn.Module):
@@ -148,9 +165,18 @@ class RandomNet(nn.Module):
             if layer.kind == "conv":
                 if layer.pad and not layer.zero_pad:
                     feats.append(nn.ConstantPad2d(layer.pad, -1.0))
-                feats += [QuantConv2d(ch, layer.width, layer.kernel, padding=layer.pad if layer.zero_pad else 0,
-                                      bias=False, **_weight_quant()),
-                          nn.BatchNorm2d(layer.width), _sign()]
+                feats += [
+                    QuantConv2d(
+                        ch,
+                        layer.width,
+                        layer.kernel,
+                        padding=layer.pad if layer.zero_pad else 0,
+                        bias=False,
+                        **_weight_quant(),
+                    ),
+                    nn.BatchNorm2d(layer.width),
+                    _sign(),
+                ]
                 ch, size = layer.width, size + 2 * layer.pad - layer.kernel + 1
             elif layer.kind == "pool":
                 feats.append(nn.MaxPool2d(layer.kernel))
@@ -159,8 +185,11 @@ class RandomNet(nn.Module):
                 if flat is None:
                     feats.append(nn.Flatten())
                     flat = ch * size * size
-                feats += [QuantLinear(flat, layer.width, bias=False, **_weight_quant()),
-                          nn.BatchNorm1d(layer.width), _sign()]
+                feats += [
+                    QuantLinear(flat, layer.width, bias=False, **_weight_quant()),
+                    nn.BatchNorm1d(layer.width),
+                    _sign(),
+                ]
                 flat = layer.width
         if flat is None:
             feats.append(nn.Flatten())

@@ -39,7 +39,7 @@ N_IMAGES = 12
 class CaseResult:
     seed: int
     spec: str
-    outcome: str                 # exact | refused | too-large | mismatch | error
+    outcome: str  # exact | refused | too-large | mismatch | error
     detail: str = ""
     tensors_compared: int = 0
     images: int = 0
@@ -59,7 +59,7 @@ def case_images(spec: NetSpec, n: int = N_IMAGES, data_dir: Path | None = None) 
         imgs = np.pad(imgs, ((0, 0), (0, 0), (p // 2, p - p // 2), (p // 2, p - p // 2)))
         h = spec.in_size
     off = (h - spec.in_size) // 2
-    return np.ascontiguousarray(imgs[:, :, off: off + spec.in_size, off: off + spec.in_size])
+    return np.ascontiguousarray(imgs[:, :, off : off + spec.in_size, off : off + spec.in_size])
 
 
 def qonnx_top1(onnx_path: Path, images: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def qonnx_top1(onnx_path: Path, images: np.ndarray) -> np.ndarray:
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
     out = []
     for i in range(len(images)):
-        x = images[i: i + 1].astype(np.float32) / np.float32(255.0)
+        x = images[i : i + 1].astype(np.float32) / np.float32(255.0)
         logits = execute_onnx(model, {iname: x})[oname].reshape(-1)
         out.append(int(np.argmax(logits)))  # numpy's argmax: ties to the lower index, as TopK
     return np.array(out, dtype=np.int64)
@@ -128,8 +128,13 @@ def run_case(seed: int, workdir: Path, data_dir: Path | None = None) -> CaseResu
         res.seconds = {"export": t1 - t0, "build": t2 - t1, "sim+qonnx": t3 - t2}
         if not np.array_equal(got, want):
             bad = int(np.flatnonzero(got != want)[0])
-            res.outcome, res.detail = "mismatch", (f"image {bad}: simulator class {got[bad]}, qonnx class "
-                                                   f"{want[bad]} ({int((got != want).sum())} of {len(got)})")
+            res.outcome, res.detail = (
+                "mismatch",
+                (
+                    f"image {bad}: simulator class {got[bad]}, qonnx class "
+                    f"{want[bad]} ({int((got != want).sum())} of {len(got)})"
+                ),
+            )
             return res
         res.tensors_compared, diff = compare_with_finn(workdir / "build", x[: min(4, len(x))])
         res.seconds["finn"] = time.perf_counter() - t3

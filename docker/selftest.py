@@ -48,8 +48,7 @@ def pick_checkpoint(zoo: Path) -> Path:
     def rank(path: Path) -> tuple[bool, bool, bool, float]:
         raw = checkpoint.read_raw(path)
         meta = raw.get("meta", {})
-        return (path.name == PREFERRED, "pruning" in meta, raw.get("arch") == "cnv",
-                float(meta.get("accuracy") or 0.0))
+        return (path.name == PREFERRED, "pruning" in meta, raw.get("arch") == "cnv", float(meta.get("accuracy") or 0.0))
 
     found = sorted(zoo.glob("*.pt"))
     if not found:
@@ -76,34 +75,57 @@ def checks(sim: dict[str, Any], ev: dict[str, Any], limit: int, sigmas: float) -
     stored = ev.get("stored_accuracy")
     out = [
         (f"simulated {n} images, {limit} asked (or the whole test set)", n == limit or n == ev["n"] < limit),
-        (f"agree_with_finn == 1.0 on {sim.get('finn_n')} images (got {sim.get('agree_with_finn')})",
-         sim.get("agree_with_finn") == 1.0),
-        (f"agree_with_torch == 1.0 on {n} images (got {sim.get('agree_with_torch')})",
-         sim.get("agree_with_torch") == 1.0),
-        (f"generated files match the graph (artifacts_match {sim.get('artifacts_match')})",
-         sim.get("artifacts_match") is not False and not sim.get("artifact_mismatches")),
+        (
+            f"agree_with_finn == 1.0 on {sim.get('finn_n')} images (got {sim.get('agree_with_finn')})",
+            sim.get("agree_with_finn") == 1.0,
+        ),
+        (
+            f"agree_with_torch == 1.0 on {n} images (got {sim.get('agree_with_torch')})",
+            sim.get("agree_with_torch") == 1.0,
+        ),
+        (
+            f"generated files match the graph (artifacts_match {sim.get('artifacts_match')})",
+            sim.get("artifacts_match") is not False and not sim.get("artifact_mismatches"),
+        ),
         # compared as counts of correct images: eval's accuracy is a float32 mean, sim's a float64 one
-        (f"simulated accuracy {sim['accuracy']:.4f} == Brevitas accuracy {ev['accuracy']:.4f} "
-         f"on the same {ev['n']} images", ev["n"] == n and round(sim["accuracy"] * n) == round(ev["accuracy"] * n)),
+        (
+            f"simulated accuracy {sim['accuracy']:.4f} == Brevitas accuracy {ev['accuracy']:.4f} "
+            f"on the same {ev['n']} images",
+            ev["n"] == n and round(sim["accuracy"] * n) == round(ev["accuracy"] * n),
+        ),
     ]
     if stored is not None:
         floor = stored - sigmas * math.sqrt(stored * (1.0 - stored) / n)
-        out.append((f"subset accuracy {ev['accuracy']:.4f} >= {floor:.4f} (stored {stored:.4f} "
-                    f"- {sigmas:g} standard errors for {n} images)", ev["accuracy"] >= floor))
+        out.append(
+            (
+                f"subset accuracy {ev['accuracy']:.4f} >= {floor:.4f} (stored {stored:.4f} "
+                f"- {sigmas:g} standard errors for {n} images)",
+                ev["accuracy"] >= floor,
+            )
+        )
     return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help=f"checkpoint to build (default: {PREFERRED} in {ZOO}, else the best shipped one)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help=f"checkpoint to build (default: {PREFERRED} in {ZOO}, else the best shipped one)",
+    )
     p.add_argument("--limit", type=int, default=300, help="test images to simulate (default 300)")
-    p.add_argument("--finn-limit", type=int, default=10,
-                   help="of these, images also run through FINN's execute_onnx (default 10)")
+    p.add_argument(
+        "--finn-limit", type=int, default=10, help="of these, images also run through FINN's execute_onnx (default 10)"
+    )
     p.add_argument("--board", default="Pynq-Z1")
     p.add_argument("--target-fps", type=int, default=1000)
-    p.add_argument("--sigmas", type=float, default=4.0,
-                   help="allowed shortfall of the subset accuracy below the stored one, in standard errors")
+    p.add_argument(
+        "--sigmas",
+        type=float,
+        default=4.0,
+        help="allowed shortfall of the subset accuracy below the stored one, in standard errors",
+    )
     p.add_argument("--out", type=Path, default=None, help="keep the build folder here (default: a temp folder)")
     p.add_argument("--report", type=Path, default=None, help="write the verdict as JSON here")
     a = p.parse_args()
@@ -111,10 +133,12 @@ def main() -> int:
     ckpt = a.checkpoint or pick_checkpoint(ZOO)
     with tempfile.TemporaryDirectory(prefix="bnnflow-selftest-") as tmp:
         build = (a.out or Path(tmp)) / "build"
-        _, build_s = bnnflow("build", str(ckpt), "--board", a.board, "--target-fps", str(a.target_fps),
-                             "--out", str(build))
-        sim, sim_s = bnnflow("sim", str(build), "--limit", str(a.limit), "--finn-limit", str(a.finn_limit),
-                             "--json", json_out=True)
+        _, build_s = bnnflow(
+            "build", str(ckpt), "--board", a.board, "--target-fps", str(a.target_fps), "--out", str(build)
+        )
+        sim, sim_s = bnnflow(
+            "sim", str(build), "--limit", str(a.limit), "--finn-limit", str(a.finn_limit), "--json", json_out=True
+        )
     ev, eval_s = bnnflow("eval", str(ckpt), "--limit", str(a.limit), "--json", json_out=True)
 
     verdicts = checks(sim, ev, a.limit, a.sigmas)
@@ -124,18 +148,31 @@ def main() -> int:
         print(f"  {'ok  ' if held else 'FAIL'} {what}")
     if sim.get("images_with_accumulator_overflow"):
         # FINN's Python execution does not wrap either, so this is no disagreement; shown, not judged
-        print(f"  note: in {sim['images_with_accumulator_overflow']} images accumulators left FINN's accDataType "
-              f"(the hardware would wrap): {sim['accumulator_overflows']}")
-    print(f"  simulator {sim['images_per_s']:.0f} images/s; estimated {sim['fps_estimate']:.0f} FPS on {a.board}; "
-          f"wall: build {build_s:.0f} s, sim {sim_s:.0f} s, eval {eval_s:.0f} s")
+        print(
+            f"  note: in {sim['images_with_accumulator_overflow']} images accumulators left FINN's accDataType "
+            f"(the hardware would wrap): {sim['accumulator_overflows']}"
+        )
+    print(
+        f"  simulator {sim['images_per_s']:.0f} images/s; estimated {sim['fps_estimate']:.0f} FPS on {a.board}; "
+        f"wall: build {build_s:.0f} s, sim {sim_s:.0f} s, eval {eval_s:.0f} s"
+    )
     if a.report:
         a.report.parent.mkdir(parents=True, exist_ok=True)
-        a.report.write_text(json.dumps({
-            "passed": ok, "checkpoint": str(ckpt), "limit": a.limit,
-            "checks": [{"check": w, "held": h} for w, h in verdicts],
-            "wall_s": {"build": build_s, "sim": sim_s, "eval": eval_s},
-            "sim": sim, "eval": ev,
-        }, indent=2, sort_keys=True))
+        a.report.write_text(
+            json.dumps(
+                {
+                    "passed": ok,
+                    "checkpoint": str(ckpt),
+                    "limit": a.limit,
+                    "checks": [{"check": w, "held": h} for w, h in verdicts],
+                    "wall_s": {"build": build_s, "sim": sim_s, "eval": eval_s},
+                    "sim": sim,
+                    "eval": ev,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
     print("selftest: " + ("PASSED" if ok else "FAILED"))
     return 0 if ok else 1
 

@@ -52,8 +52,9 @@ class Mismatch:
     n_total: int
 
     def __str__(self) -> str:
-        return (f"{self.layer}: {self.role} in {self.file} differ from the graph in {self.n_diff} of "
-                f"{self.n_total} values")
+        return (
+            f"{self.layer}: {self.role} in {self.file} differ from the graph in {self.n_diff} of {self.n_total} values"
+        )
 
 
 # ---------------------------------------------------------------- low-level decoding
@@ -261,8 +262,7 @@ def load_artifacts(graph: HWGraph, search_root: Path | None = None) -> tuple[HWG
                 ref = np.ceil(ref.astype(np.float64))
             ref = _expand(ref, values)
             if ref.shape != values.shape:
-                mismatches.append(Mismatch(layer.name, role, str(path), int(max(ref.size, values.size)),
-                                           int(ref.size)))
+                mismatches.append(Mismatch(layer.name, role, str(path), int(max(ref.size, values.size)), int(ref.size)))
             else:
                 n_diff = int(np.count_nonzero(ref != values))
                 if n_diff:

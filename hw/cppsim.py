@@ -54,8 +54,12 @@ def missing_requirements() -> list[str]:
 
     settings = doctor.finn_settings()
     deps = doctor.finn_dependencies(settings)
-    checks = [doctor.check_vitis_hls(None), doctor.check_hls_csim(), doctor.check_gxx(),
-              doctor.check_finn_hlslib(settings, deps)]
+    checks = [
+        doctor.check_vitis_hls(None),
+        doctor.check_hls_csim(),
+        doctor.check_gxx(),
+        doctor.check_finn_hlslib(settings, deps),
+    ]
     return [f"{c.name} ({c.status}: {c.detail})" for c in checks if not c.ok]
 
 
@@ -63,8 +67,10 @@ def require() -> None:
     """One line naming what FINN's C++ simulation lacks here, before any work."""
     missing = missing_requirements()
     if missing:
-        raise BnnflowError("--cppsim runs FINN's C++ simulation of the HLS layers, which needs Vitis HLS and "
-                           f"finn-hlslib; not met here: {'; '.join(missing)}. `bnnflow doctor` lists them all")
+        raise BnnflowError(
+            "--cppsim runs FINN's C++ simulation of the HLS layers, which needs Vitis HLS and "
+            f"finn-hlslib; not met here: {'; '.join(missing)}. `bnnflow doctor` lists them all"
+        )
 
 
 def compile_hls_nodes(accel: Path, work: Path) -> Any:
@@ -86,8 +92,10 @@ def compile_hls_nodes(accel: Path, work: Path) -> Any:
         model = model.transform(PrepareCppSim(num_workers=1))
         model = model.transform(CompileCppSim(num_workers=1))
     except Exception as exc:  # FINN raises plain Exceptions for a failed compile, with the compiler's output
-        raise BnnflowError(f"{accel}: FINN's C++ simulation of the HLS layers did not compile ({brief(exc)}); "
-                           "check the Vitis HLS and finn-hlslib lines of `bnnflow doctor`") from None
+        raise BnnflowError(
+            f"{accel}: FINN's C++ simulation of the HLS layers did not compile ({brief(exc)}); "
+            "check the Vitis HLS and finn-hlslib lines of `bnnflow doctor`"
+        ) from None
     return model.transform(SetExecMode("cppsim"))
 
 
@@ -106,14 +114,16 @@ def run_node(model: Any, node: Any, tensors: dict[str, np.ndarray]) -> NodeResul
         raise BnnflowError(f"FINN's C++ simulation of node {node.name} failed ({brief(exc)})") from None
     got, want = context[node.output[0]], tensors[node.output[0]]
     if got.size != want.size:
-        raise BnnflowError(f"FINN's C++ simulation of node {node.name} gave {got.size} elements, the simulator "
-                           f"{want.size}")
+        raise BnnflowError(
+            f"FINN's C++ simulation of node {node.name} gave {got.size} elements, the simulator {want.size}"
+        )
     mismatches = int(np.count_nonzero(got.reshape(want.shape) != want))
     return NodeResult(node.name, node.op_type, int(want.size), mismatches, round(time.time() - t0, 3))
 
 
-def cppsim_build(build_dir: Path | str, data_dir: Path | str | None = None, limit: int = 3,
-                 from_artifacts: bool = False) -> dict[str, Any]:
+def cppsim_build(
+    build_dir: Path | str, data_dir: Path | str | None = None, limit: int = 3, from_artifacts: bool = False
+) -> dict[str, Any]:
     """Every HLS node of a build in FINN's C++ simulation against the simulator, on its data set's first
     ``limit`` test images."""
     from bnnflow import data
@@ -124,8 +134,10 @@ def cppsim_build(build_dir: Path | str, data_dir: Path | str | None = None, limi
     ld = run.load(build_dir, from_artifacts)
     dataset = verify.dataset_of(ld.build)
     if dataset is None:
-        raise BnnflowError(f"{ld.build.root}: manifest.json names no data set or checkpoint, so there are no "
-                           "test images to run the HLS layers on")
+        raise BnnflowError(
+            f"{ld.build.root}: manifest.json names no data set or checkpoint, so there are no "
+            "test images to run the HLS layers on"
+        )
     split = data.load(dataset, "test", data_dir).subset(limit)
     x = verify.images_as_input(split.images, ld.graph.input_dtype)
     _, tensors = ld.sim.run(x, intermediates=True)
@@ -141,5 +153,11 @@ def cppsim_build(build_dir: Path | str, data_dir: Path | str | None = None, limi
             if absent:
                 raise BnnflowError(f"{ld.build.accel}: the simulator has no tensor {absent[0]} of node {node.name}")
             results.append(run_node(model, node, tensors))
-    return {"build": str(ld.build.root), "dataset": dataset, "images": len(split), "compile_s": compile_s,
-            "nodes": [r.as_dict() for r in results], "ok": all(r.ok for r in results)}
+    return {
+        "build": str(ld.build.root),
+        "dataset": dataset,
+        "images": len(split),
+        "compile_s": compile_s,
+        "nodes": [r.as_dict() for r in results],
+        "ok": all(r.ok for r in results),
+    }

@@ -66,13 +66,24 @@ def layer_cycles(layer: Layer) -> int:
     a = layer.attrs
     op = layer.op
     if op == "MVAU":
-        return (int(a["MH"]) // int(a["PE"])) * (int(a["MW"]) // int(a["SIMD"])) * prod(a["numInputVectors"]) \
+        return (
+            (int(a["MH"]) // int(a["PE"]))
+            * (int(a["MW"]) // int(a["SIMD"]))
+            * prod(a["numInputVectors"])
             * int(a.get("TH", 1) or 1)
+        )
     if op == "VVAU":
         k = prod(a["Kernel"])
         return int(a["Channels"]) * k // int(a["PE"]) // int(a["SIMD"]) * prod(a["Dim"])
-    if op in ("Thresholding", "Reshape", "DuplicateStreams", "AddStreams", "ElementwiseAdd",
-              "ElementwiseSub", "ElementwiseMul"):
+    if op in (
+        "Thresholding",
+        "Reshape",
+        "DuplicateStreams",
+        "AddStreams",
+        "ElementwiseAdd",
+        "ElementwiseSub",
+        "ElementwiseMul",
+    ):
         return _stream(layer)
     if op == "LabelSelect":
         return int(a["Labels"]) // int(a["PE"])

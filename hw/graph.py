@@ -28,16 +28,36 @@ HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
 # Layer kinds the simulator implements; keys are FINN op types without the
 # _hls/_rtl suffix, plus the plain ONNX ops FINN leaves in the parent graph.
-SUPPORTED = frozenset({
-    "Thresholding", "MVAU", "VVAU", "ConvolutionInputGenerator", "Pool", "FMPadding",
-    "LabelSelect", "StreamingDataWidthConverter", "StreamingFIFO", "Reshape",
-    "DuplicateStreams", "AddStreams", "ElementwiseAdd", "ElementwiseSub",
-    "ElementwiseMul", "GlobalAccPool", "Transpose", "Flatten", "Identity",
-})
+SUPPORTED = frozenset(
+    {
+        "Thresholding",
+        "MVAU",
+        "VVAU",
+        "ConvolutionInputGenerator",
+        "Pool",
+        "FMPadding",
+        "LabelSelect",
+        "StreamingDataWidthConverter",
+        "StreamingFIFO",
+        "Reshape",
+        "DuplicateStreams",
+        "AddStreams",
+        "ElementwiseAdd",
+        "ElementwiseSub",
+        "ElementwiseMul",
+        "GlobalAccPool",
+        "Transpose",
+        "Flatten",
+        "Identity",
+    }
+)
 
 # What each weight-carrying layer calls its constant inputs, by input position.
-PARAM_ROLES = {"MVAU": {1: "weights", 2: "thresholds"}, "VVAU": {1: "weights", 2: "thresholds"},
-               "Thresholding": {1: "thresholds"}}
+PARAM_ROLES = {
+    "MVAU": {1: "weights", 2: "thresholds"},
+    "VVAU": {1: "weights", 2: "thresholds"},
+    "Thresholding": {1: "thresholds"},
+}
 
 
 @dataclass
@@ -45,14 +65,14 @@ class Layer:
     """One node of the accelerator (or a software node around it)."""
 
     name: str
-    op: str                     # base op type: "MVAU" for MVAU_hls/MVAU_rtl/MVAU
-    impl: str                   # "hls", "rtl", "" (generic HW node) or "onnx"
-    inputs: list[str]           # dynamic input tensors
+    op: str  # base op type: "MVAU" for MVAU_hls/MVAU_rtl/MVAU
+    impl: str  # "hls", "rtl", "" (generic HW node) or "onnx"
+    inputs: list[str]  # dynamic input tensors
     outputs: list[str]
     attrs: dict[str, Any]
     params: dict[str, np.ndarray] = field(default_factory=dict)  # role -> constant
     param_tensors: dict[str, str] = field(default_factory=dict)  # role -> tensor name
-    param_dtypes: dict[str, str] = field(default_factory=dict)   # role -> FINN datatype name
+    param_dtypes: dict[str, str] = field(default_factory=dict)  # role -> FINN datatype name
     in_shapes: list[tuple[int, ...]] = field(default_factory=list)
     out_shapes: list[tuple[int, ...]] = field(default_factory=list)
     in_dtypes: list[str] = field(default_factory=list)
@@ -70,7 +90,7 @@ class HWGraph:
 
     layers: list[Layer]
     input_name: str
-    input_shape: tuple[int, ...]   # without the batch dimension
+    input_shape: tuple[int, ...]  # without the batch dimension
     input_dtype: str
     output_name: str
     output_shape: tuple[int, ...]
@@ -126,12 +146,15 @@ def _check_dataflow(layers: list[Layer], graph_input: str, graph_output: str, so
     for layer in layers:
         for name in layer.inputs:
             if name not in written:
-                raise BnnflowError(f"{source}: node {layer.name} reads tensor {name!r}, which no earlier node "
-                                   "writes (the graph is damaged or not in topological order); rebuild it")
+                raise BnnflowError(
+                    f"{source}: node {layer.name} reads tensor {name!r}, which no earlier node "
+                    "writes (the graph is damaged or not in topological order); rebuild it"
+                )
         written.update(layer.outputs)
     if graph_output not in written:
-        raise BnnflowError(f"{source}: no node writes the graph output {graph_output!r} (the graph is damaged); "
-                           "rebuild it")
+        raise BnnflowError(
+            f"{source}: no node writes the graph output {graph_output!r} (the graph is damaged); rebuild it"
+        )
 
 
 def _layers_of(model: Any, source: str) -> list[Layer]:
@@ -187,8 +210,10 @@ def load_graph(accel_path: Path | str, parent_path: Path | str | None = None) ->
         return _load_graph(Path(accel_path), parent_path)
     except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
         files = " and ".join(str(f) for f in (parent_path, accel_path) if f is not None)
-        raise BnnflowError(f"{files}: not a FINN accelerator graph as bnnflow build writes it ({brief(exc)}); "
-                           "the graph is damaged: rebuild into a new --out") from None
+        raise BnnflowError(
+            f"{files}: not a FINN accelerator graph as bnnflow build writes it ({brief(exc)}); "
+            "the graph is damaged: rebuild into a new --out"
+        ) from None
 
 
 def _load_graph(accel_path: Path, parent_path: Path | str | None) -> HWGraph:

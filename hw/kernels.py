@@ -181,8 +181,9 @@ def xnor_popcount(x, w, k_len, stride_h, stride_w, dil_h, dil_w, out_h, out_w): 
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def xnor_threshold_bits(x, w, thr, k_len, stride_h, stride_w, dil_h, dil_w, out_h, out_w,
-                        acc_lo, acc_hi, wrap):  # pragma: no cover
+def xnor_threshold_bits(
+    x, w, thr, k_len, stride_h, stride_w, dil_h, dil_w, out_h, out_w, acc_lo, acc_hi, wrap
+):  # pragma: no cover
     """XNOR-popcount with one threshold per channel, output bit-packed.
 
     Output bit ``oc`` of pixel (n, oy, ox) is 1 iff the accumulator
@@ -258,8 +259,9 @@ def int_conv(x, w, stride_h, stride_w, dil_h, dil_w, out_h, out_w):  # pragma: n
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def int_conv_threshold_bits(x, w, thr, stride_h, stride_w, dil_h, dil_w, out_h, out_w,
-                            acc_lo, acc_hi, wrap):  # pragma: no cover - jitted
+def int_conv_threshold_bits(
+    x, w, thr, stride_h, stride_w, dil_h, dil_w, out_h, out_w, acc_lo, acc_hi, wrap
+):  # pragma: no cover - jitted
     """:func:`int_conv` with one threshold per channel, output bit-packed (as
     :func:`xnor_threshold_bits`), plus per-image accumulator overflow counts.
     ``thr`` has the dtype of ``w`` (thresholds beyond the accumulator bound
@@ -356,14 +358,14 @@ def windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int)
     return np.moveaxis(v, 3, 5)
 
 
-def or_pool_words(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int,
-                  out_h: int, out_w: int) -> np.ndarray:
+def or_pool_words(
+    x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, out_h: int, out_w: int
+) -> np.ndarray:
     """Max-pool of bit-packed binary maps: the max of bits is their OR, word by word."""
     out = None
     for ky in range(kh):
         for kx in range(kw):
-            part = x[:, ky * dh: ky * dh + sh * (out_h - 1) + 1: sh,
-                     kx * dw: kx * dw + sw * (out_w - 1) + 1: sw, :]
+            part = x[:, ky * dh : ky * dh + sh * (out_h - 1) + 1 : sh, kx * dw : kx * dw + sw * (out_w - 1) + 1 : sw, :]
             out = part.copy() if out is None else np.bitwise_or(out, part, out=out)
     assert out is not None
     return out

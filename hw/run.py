@@ -31,7 +31,7 @@ class Loaded:
     build: BuildDir
     graph: HWGraph
     sim: Simulator
-    source: str                      # "initializers" or "generated files"
+    source: str  # "initializers" or "generated files"
     mismatches: list[Mismatch] | None  # None when no generated code exists
 
 
@@ -57,23 +57,42 @@ def load(build_dir: Path | str, from_artifacts: bool = False, wrap_accumulators:
             f"{build.root}: the build has no generated code ({build.accel_step} is its last step); "
             "run `bnnflow build` with code generation to simulate from the generated files"
         )
-    return Loaded(build, graph, Simulator(graph, wrap_accumulators), "generated files" if from_artifacts else "initializers",
-                  mismatches)
+    return Loaded(
+        build,
+        graph,
+        Simulator(graph, wrap_accumulators),
+        "generated files" if from_artifacts else "initializers",
+        mismatches,
+    )
 
 
-def simulate_arrays(build_dir: Path | str, x: np.ndarray, from_artifacts: bool = False,
-                    batch_size: int = 1000, wrap_accumulators: bool = False) -> np.ndarray:
+def simulate_arrays(
+    build_dir: Path | str,
+    x: np.ndarray,
+    from_artifacts: bool = False,
+    batch_size: int = 1000,
+    wrap_accumulators: bool = False,
+) -> np.ndarray:
     """Outputs of the accelerator for inputs ``x`` given in the build's input layout."""
     validate.count(batch_size, "--batch-size")
     if np.ndim(x) == 0 or len(x) == 0:
-        raise BnnflowError(f"the inputs hold {'a scalar' if np.ndim(x) == 0 else 'no images'}; give an array "
-                           "of shape (N, ...) with N >= 1")
+        raise BnnflowError(
+            f"the inputs hold {'a scalar' if np.ndim(x) == 0 else 'no images'}; give an array "
+            "of shape (N, ...) with N >= 1"
+        )
     return load(build_dir, from_artifacts, wrap_accumulators).sim.predict(x, batch_size)[0]
 
 
-def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit: int | None = None,
-               from_artifacts: bool = False, finn_limit: int = 10, batch_size: int = 1000,
-               wrap_accumulators: bool = False, save: bool = False) -> dict[str, Any]:
+def sim_report(
+    build_dir: Path | str,
+    data_dir: Path | str | None = None,
+    limit: int | None = None,
+    from_artifacts: bool = False,
+    finn_limit: int = 10,
+    batch_size: int = 1000,
+    wrap_accumulators: bool = False,
+    save: bool = False,
+) -> dict[str, Any]:
     """Simulate the build on its data set's test images and compare with FINN and PyTorch.
 
     ``agree_with_finn`` is measured on the first ``finn_limit`` images (FINN's
@@ -115,13 +134,15 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
         "artifacts_match": None if ld.mismatches is None else not ld.mismatches,
         "artifact_mismatches": [str(m) for m in ld.mismatches or []],
         # layers whose constants are not decoded from generated files: they come from the graph
-        "artifacts_not_decoded": [layer.name for layer in ld.graph.hw_layers()
-                                  if layer.params and layer.op not in DECODED_OPS],
+        "artifacts_not_decoded": [
+            layer.name for layer in ld.graph.hw_layers() if layer.params and layer.op not in DECODED_OPS
+        ],
         "wrap_accumulators": wrap_accumulators,
         # accumulator values outside the generated accumulator type: the hardware's ap_int would wrap there
         "accumulator_overflows": {k: int(v.sum()) for k, v in overflows.items() if v.sum()},
         "images_with_accumulator_overflow": int(np.logical_or.reduce([v > 0 for v in overflows.values()]).sum())
-        if overflows else 0,
+        if overflows
+        else 0,
     }
     n_finn = min(finn_limit, len(split))
     if n_finn > 0 and ld.build.golden is not None:
@@ -143,8 +164,9 @@ def sim_report(build_dir: Path | str, data_dir: Path | str | None = None, limit:
     report.update(
         fps_estimate=cyc["fps_estimate"],
         cycles=cyc,
-        cycles_match_finn=None if finn_cycles is None else
-        all(int(finn_cycles.get(k, -1)) == v for k, v in cyc["layers"].items()),
+        cycles_match_finn=None
+        if finn_cycles is None
+        else all(int(finn_cycles.get(k, -1)) == v for k, v in cyc["layers"].items()),
     )
     if save and not report["artifact_mismatches"]:
         atomic_write(ld.build.sim_json, json.dumps(report, indent=2, sort_keys=True))
@@ -156,5 +178,7 @@ def _check_saveable(build: BuildDir) -> None:
     try:
         check_writable_dir(build.root, str(build.sim_json))
     except BnnflowError:
-        raise BnnflowError(f"{build.sim_json}: cannot be written ({build.root} is not writable); make it "
-                           "writable, or simulate without saving the report: --no-save") from None
+        raise BnnflowError(
+            f"{build.sim_json}: cannot be written ({build.root} is not writable); make it "
+            "writable, or simulate without saving the report: --no-save"
+        ) from None

@@ -136,8 +136,7 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
     thr = None if no_act else kernels.int_thresholds(layer.params["thresholds"])
     adt = _dtype(accumulator_datatype(layer))
     acc_lo, acc_hi = int(adt.min()), int(adt.max())
-    fused = (thr is not None and thr.shape[1] == 1 and out_dt in BINARY_TYPES
-             and (act_val == 0 or out_dt == "BIPOLAR"))
+    fused = thr is not None and thr.shape[1] == 1 and out_dt in BINARY_TYPES and (act_val == 0 or out_dt == "BIPOLAR")
     packed_w: dict[tuple[int, int], np.ndarray] = {}
     out_shape = layer.out_shapes[0][1:]
     if xnor and not np.isin(w, (0, 1)).all():
@@ -182,10 +181,10 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
             wp = packed_w[key]
             if fused and thr is not None:  # fused implies thr
                 t1 = np.broadcast_to(thr[:, 0], (mh,)).astype(np.int64)
-                words, overflow.counts = kernels.xnor_threshold_bits(xw, wp, t1, mw, *geo[2:],
-                                                                     acc_lo, acc_hi, wrap)
-                return [Bits(words.reshape((n,) + out_shape[:-1] + (words.shape[-1],)), mh,
-                             bipolar=out_dt == "BIPOLAR")]
+                words, overflow.counts = kernels.xnor_threshold_bits(xw, wp, t1, mw, *geo[2:], acc_lo, acc_hi, wrap)
+                return [
+                    Bits(words.reshape((n,) + out_shape[:-1] + (words.shape[-1],)), mh, bipolar=out_dt == "BIPOLAR")
+                ]
             acc = kernels.xnor_popcount(xw, wp, mw, *geo[2:])
             return [finish(acc.reshape((n,) + out_shape).astype(np.int64))]
         if isinstance(x, Windows):
@@ -199,10 +198,10 @@ def _mvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
             packed_w[key] = np.ascontiguousarray(w_int.reshape(geo[0], geo[1], -1, mh))
         if fused and thr is not None:  # fused implies thr
             t1 = np.clip(np.broadcast_to(thr[:, 0], (mh,)), -bound - 1, bound + 1).astype(adtype)
-            words, overflow.counts = kernels.int_conv_threshold_bits(xi, packed_w[key], t1, *geo[2:],
-                                                                     acc_lo, acc_hi, wrap)
-            return [Bits(words.reshape((n,) + out_shape[:-1] + (words.shape[-1],)), mh,
-                         bipolar=out_dt == "BIPOLAR")]
+            words, overflow.counts = kernels.int_conv_threshold_bits(
+                xi, packed_w[key], t1, *geo[2:], acc_lo, acc_hi, wrap
+            )
+            return [Bits(words.reshape((n,) + out_shape[:-1] + (words.shape[-1],)), mh, bipolar=out_dt == "BIPOLAR")]
         acc = kernels.int_conv(xi, packed_w[key], *geo[2:]).astype(np.int64)
         return [finish(acc.reshape((n,) + out_shape))]
 
@@ -214,8 +213,10 @@ def _vvau(layer: Layer, wrap: bool, overflow: _Overflow) -> Runner:
     channel): per channel, the dot product of its own window with its own weights, then thresholds."""
     a = layer.attrs
     if a.get("binaryXnorMode", 0) or layer.in_dtypes[0] in BINARY_TYPES:
-        raise NotSupported(f"{layer.name}: a binary-input depthwise VVAU (FINN's Python execution of it "
-                           "does not compute an XNOR popcount, so it has no reference to match)")
+        raise NotSupported(
+            f"{layer.name}: a binary-input depthwise VVAU (FINN's Python execution of it "
+            "does not compute an XNOR popcount, so it has no reference to match)"
+        )
     ch = int(a["Channels"])
     kh, kw = (int(v) for v in a["Kernel"])
     w = layer.params["weights"].reshape(ch, kh * kw)
@@ -380,8 +381,7 @@ def _transpose(layer: Layer) -> Runner:
     return run
 
 
-_NP_OPS = {"ElementwiseAdd": np.add, "ElementwiseSub": np.subtract, "ElementwiseMul": np.multiply,
-           "AddStreams": np.add}
+_NP_OPS = {"ElementwiseAdd": np.add, "ElementwiseSub": np.subtract, "ElementwiseMul": np.multiply, "AddStreams": np.add}
 
 
 def _elementwise(layer: Layer) -> Runner:
@@ -414,13 +414,23 @@ def _globalaccpool(layer: Layer) -> Runner:
 
 
 _RUNNERS: dict[str, Callable[[Layer], Runner]] = {
-    "Thresholding": _thresholding, "ConvolutionInputGenerator": _swg,
-    "Pool": _pool, "FMPadding": _fmpadding, "LabelSelect": _labelselect,
-    "StreamingDataWidthConverter": _passthrough, "StreamingFIFO": _passthrough,
-    "Identity": _passthrough, "DuplicateStreams": _passthrough,
-    "Reshape": _reshape, "Flatten": _reshape, "Transpose": _transpose,
-    "AddStreams": _elementwise, "ElementwiseAdd": _elementwise, "ElementwiseSub": _elementwise,
-    "ElementwiseMul": _elementwise, "GlobalAccPool": _globalaccpool,
+    "Thresholding": _thresholding,
+    "ConvolutionInputGenerator": _swg,
+    "Pool": _pool,
+    "FMPadding": _fmpadding,
+    "LabelSelect": _labelselect,
+    "StreamingDataWidthConverter": _passthrough,
+    "StreamingFIFO": _passthrough,
+    "Identity": _passthrough,
+    "DuplicateStreams": _passthrough,
+    "Reshape": _reshape,
+    "Flatten": _reshape,
+    "Transpose": _transpose,
+    "AddStreams": _elementwise,
+    "ElementwiseAdd": _elementwise,
+    "ElementwiseSub": _elementwise,
+    "ElementwiseMul": _elementwise,
+    "GlobalAccPool": _globalaccpool,
 }
 
 
@@ -504,7 +514,7 @@ class Simulator:
         outs: list[np.ndarray] = []
         ovf: dict[str, list[np.ndarray]] = {name: [] for name in self._overflow}
         for i in range(0, len(x), batch_size):
-            outs.append(self.run(x[i: i + batch_size])[0])
+            outs.append(self.run(x[i : i + batch_size])[0])
             for name in ovf:
                 ovf[name].append(self.overflows[name])
         if not outs:

@@ -37,8 +37,11 @@ def _golden_model(build: BuildDir) -> tuple[Any, str]:
     return parent, sdp.name + SDP_PREFIX_SEP
 
 
-def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def finn_execute(
+    build: BuildDir,
+    x: np.ndarray,
+    intermediates: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """FINN's ``execute_onnx`` on each image of ``x``; outputs stacked, and every tensor if asked.
 
     Tensor names inside the partition lose FINN's ``<partition>_`` prefix so
@@ -52,16 +55,19 @@ def finn_execute(build: BuildDir, x: np.ndarray, intermediates: bool = False,
     seen: dict[str, list[np.ndarray]] = {}
     for i in range(len(x)):
         try:
-            ctx = execute_onnx(model, {in_name: x[i: i + 1].astype(np.float32)},
-                               return_full_exec_context=intermediates)
+            ctx = execute_onnx(
+                model, {in_name: x[i : i + 1].astype(np.float32)}, return_full_exec_context=intermediates
+            )
         except Exception as exc:  # FINN's and onnxruntime's errors on a damaged graph, of many types
-            raise BnnflowError(f"{build.parent} and {build.golden}: FINN's execute_onnx cannot run the graph "
-                               f"({brief(exc)}); the graph is damaged: rebuild into a new --out, or run sim with "
-                               "--finn-limit 0") from None
+            raise BnnflowError(
+                f"{build.parent} and {build.golden}: FINN's execute_onnx cannot run the graph "
+                f"({brief(exc)}); the graph is damaged: rebuild into a new --out, or run sim with "
+                "--finn-limit 0"
+            ) from None
         outs.append(ctx[out_name])
         if intermediates:
             for name, v in ctx.items():
-                key = name[len(prefix):] if prefix and name.startswith(prefix) else name
+                key = name[len(prefix) :] if prefix and name.startswith(prefix) else name
                 seen.setdefault(key, []).append(np.asarray(v))
     stacked = {k: np.concatenate(v) for k, v in seen.items() if len(v) == len(x)}
     return np.concatenate(outs) if outs else np.zeros((0,)), stacked
@@ -95,7 +101,7 @@ def torch_top1(ckpt: Path, images: np.ndarray, batch_size: int = 500) -> np.ndar
     preds = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            xb = torch.from_numpy(images[i: i + batch_size].astype(np.float32) / 255.0)
+            xb = torch.from_numpy(images[i : i + batch_size].astype(np.float32) / 255.0)
             preds.append(model(xb).argmax(dim=1).numpy())
     return np.concatenate(preds) if preds else np.zeros(0, np.int64)
 

@@ -13,9 +13,7 @@ from pathlib import Path
 from bnnflow.errors import BnnflowError
 from models.nets import CNV, LFC, NIN, SFC, TFC, VGG11, BinaryNet, ResNet18
 
-ARCHS: dict[str, type[BinaryNet]] = {
-    cls.arch: cls for cls in (TFC, SFC, LFC, CNV, NIN, VGG11, ResNet18)
-}
+ARCHS: dict[str, type[BinaryNet]] = {cls.arch: cls for cls in (TFC, SFC, LFC, CNV, NIN, VGG11, ResNet18)}
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 
 

@@ -71,8 +71,9 @@ class FastBinaryConv2d(nn.Module):
         self.stride, self.padding, self.dilation, self.groups = src.stride, src.padding, src.dilation, src.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(x, _SignSTE.apply(self.weight), None, self.stride, self.padding,
-                                    self.dilation, self.groups)
+        return nn.functional.conv2d(
+            x, _SignSTE.apply(self.weight), None, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 class FastBinaryLinear(nn.Module):

@@ -68,14 +68,17 @@ class BinaryUnit(nn.Module):
         super().__init__()
         self.pad = BinaryPad(padding)
         if kernel_size is None:
-            self.weight_layer = QuantLinear(
-                in_channels, out_channels, bias=False, weight_quant=BinaryWeightQuant
-            )
+            self.weight_layer = QuantLinear(in_channels, out_channels, bias=False, weight_quant=BinaryWeightQuant)
             self.bn = nn.BatchNorm1d(out_channels, eps=1e-4)
         else:
             self.weight_layer = QuantConv2d(
-                in_channels, out_channels, kernel_size, stride=stride, padding=0,
-                bias=False, weight_quant=BinaryWeightQuant,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=0,
+                bias=False,
+                weight_quant=BinaryWeightQuant,
             )
             self.bn = nn.BatchNorm2d(out_channels, eps=1e-4)
         nn.init.uniform_(self.weight_layer.weight, -1.0, 1.0)
@@ -115,9 +118,7 @@ class BinaryClassifier(nn.Module):
         super().__init__()
         self.global_pool = global_pool
         if kernel_size is None:
-            self.weight_layer = QuantLinear(
-                in_features, num_classes, bias=False, weight_quant=BinaryWeightQuant
-            )
+            self.weight_layer = QuantLinear(in_features, num_classes, bias=False, weight_quant=BinaryWeightQuant)
         else:
             self.weight_layer = QuantConv2d(
                 in_features, num_classes, kernel_size, bias=False, weight_quant=BinaryWeightQuant

@@ -108,7 +108,7 @@ class ConvChain(BinaryNet):
         super().__init__(widths)
         self.input_quant = input_quant(8)
         conv_w = self.widths[: len(self.conv_layout)]
-        fc_w = self.widths[len(self.conv_layout):]
+        fc_w = self.widths[len(self.conv_layout) :]
         layers: list[nn.Module] = []
         in_ch, size = self.input_shape[0], self.input_shape[1]
         for out_ch, (k, pad, pool) in zip(conv_w, self.conv_layout, strict=True):
@@ -126,9 +126,7 @@ class ConvChain(BinaryNet):
     @classmethod
     def width_names(cls) -> list[str]:
         n_conv = len(cls.conv_layout)
-        return [f"conv{i + 1}" for i in range(n_conv)] + [
-            f"fc{i + 1}" for i in range(len(cls.default_widths) - n_conv)
-        ]
+        return [f"conv{i + 1}" for i in range(n_conv)] + [f"fc{i + 1}" for i in range(len(cls.default_widths) - n_conv)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.input_quant(self.preprocess(x))).flatten(1)
@@ -150,8 +148,16 @@ class VGG11(ConvChain):
 
     arch = "vgg11"
     default_widths = (64, 128, 256, 256, 512, 512, 512, 512)
-    conv_layout = ((3, 1, True), (3, 1, True), (3, 1, False), (3, 1, True),
-                   (3, 1, False), (3, 1, True), (3, 1, False), (3, 1, True))
+    conv_layout = (
+        (3, 1, True),
+        (3, 1, True),
+        (3, 1, False),
+        (3, 1, True),
+        (3, 1, False),
+        (3, 1, True),
+        (3, 1, False),
+        (3, 1, True),
+    )
 
 
 class NIN(BinaryNet):
@@ -167,9 +173,16 @@ class NIN(BinaryNet):
     dataset = "cifar10"
     input_shape = (3, 32, 32)
     default_widths = (192, 160, 96, 192, 192, 192, 192, 192)
-    layout = ((5, 2, False), (1, 0, False), (1, 0, True),
-              (5, 2, False), (1, 0, False), (1, 0, True),
-              (3, 1, False), (1, 0, False))
+    layout = (
+        (5, 2, False),
+        (1, 0, False),
+        (1, 0, True),
+        (5, 2, False),
+        (1, 0, False),
+        (1, 0, True),
+        (3, 1, False),
+        (1, 0, False),
+    )
 
     def __init__(self, widths: Sequence[int] | None = None) -> None:
         super().__init__(widths)
@@ -208,11 +221,7 @@ class BinaryBasicBlock(nn.Module):
         super().__init__()
         self.unit1 = BinaryUnit(in_ch, inner, 3, stride=stride, padding=1)
         self.unit2 = BinaryUnit(inner, out_ch, 3, padding=1, act=False)
-        self.shortcut = (
-            BinaryUnit(in_ch, out_ch, 1, stride=stride)
-            if stride != 1 or in_ch != out_ch
-            else None
-        )
+        self.shortcut = BinaryUnit(in_ch, out_ch, 1, stride=stride) if stride != 1 or in_ch != out_ch else None
         self.act = binary_act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,9 +262,7 @@ class ResNet18(BinaryNet):
 
     @classmethod
     def width_names(cls) -> list[str]:
-        return [f"stage{s + 1}" for s in range(4)] + [
-            f"block{b + 1}.inner" for b in range(8)
-        ]
+        return [f"stage{s + 1}" for s in range(4)] + [f"block{b + 1}.inner" for b in range(8)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(self.input_quant(self.preprocess(x)))

@@ -90,8 +90,13 @@ def _dense_curve(points: Mapping[int, float], n: int, granularity: int) -> dict[
     return dense
 
 
-def allocate(curves: Mapping[str, Mapping[int, float]], widths: Mapping[str, int], total_kept: int,
-             granularity: int, price: Mapping[str, float] | None = None) -> dict[str, int]:
+def allocate(
+    curves: Mapping[str, Mapping[int, float]],
+    widths: Mapping[str, int],
+    total_kept: int,
+    granularity: int,
+    price: Mapping[str, float] | None = None,
+) -> dict[str, int]:
     """Kept count per layer (multiples of G, at least G) summing to ``total_kept`` that minimises
     the summed loss increase ``curve(k) - curve(n)`` of the layers, plus ``price[layer] * k``."""
     if total_kept % granularity:
@@ -144,8 +149,9 @@ def unit_costs(net: BinaryNet, layers: list[PrunableLayer]) -> list[UnitCost]:
     for path in sorted(set(producer) | set(own)):
         wl = unit_at(net, path).weight_layer
 
-        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor,
-                 path: str = path) -> None:
+        def hook(
+            module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor, path: str = path
+        ) -> None:
             w = cast(torch.Tensor, module.weight)  # hooked on weight layers only
             positions = out[0, 0].numel() if out.dim() > 2 else 1
             shapes[path] = (int(w.shape[1]), int(w.shape[0]), float(w[0, 0].numel() * positions))
@@ -169,13 +175,18 @@ def total_macs(costs: list[UnitCost], kept: Mapping[str, int]) -> float:
     return sum(c.macs(kept) for c in costs)
 
 
-def allocate_within(curves: Mapping[str, Mapping[int, float]], widths: Mapping[str, int], total_kept: int,
-                    granularity: int, costs: list[UnitCost], mac_limit: float) -> dict[str, int] | None:
+def allocate_within(
+    curves: Mapping[str, Mapping[int, float]],
+    widths: Mapping[str, int],
+    total_kept: int,
+    granularity: int,
+    costs: list[UnitCost],
+    mac_limit: float,
+) -> dict[str, int] | None:
     """:func:`allocate` with at most ``mac_limit`` MACs: the smallest Lagrange price ``mu`` (found by
     bisection) on each layer's MACs, linearised around the full widths, whose allocation meets
     the limit on the exact MAC count. None meets it: returns None."""
-    grad = {name: sum(c.macs({**widths, name: widths[name] + 1}) - c.macs(widths) for c in costs)
-            for name in widths}
+    grad = {name: sum(c.macs({**widths, name: widths[name] + 1}) - c.macs(widths) for c in costs) for name in widths}
     scale = max(max(abs(v) for c in curves.values() for v in c.values()), 1e-9) / max(max(grad.values()), 1.0)
 
     def solve(mu: float) -> tuple[dict[str, int], bool]:
@@ -223,8 +234,10 @@ def parse_budget(spec: str | None) -> dict[str, tuple[float, bool]]:
             continue
         key, sep, value = (s.strip() for s in part.partition("="))
         if not sep or key.lower() not in BUDGET_KEYS:
-            raise BnnflowError(f"--budget {spec!r}: give lut=X,bram=Y with X, Y fractions of the board (0.6) "
-                               "or multiples of the unpruned design's FINN estimate (0.5x)")
+            raise BnnflowError(
+                f"--budget {spec!r}: give lut=X,bram=Y with X, Y fractions of the board (0.6) "
+                "or multiples of the unpruned design's FINN estimate (0.5x)"
+            )
         resource = BUDGET_KEYS[key.lower()]
         if resource in out:
             raise BnnflowError(f"--budget {spec!r}: {key} given twice")
@@ -234,8 +247,10 @@ def parse_budget(spec: str | None) -> dict[str, tuple[float, bool]]:
         except ValueError:
             raise BnnflowError(f"--budget {key}={value!r}: not a number (0.6 or 0.5x)") from None
         if not (v > 0 and (relative or v <= 1)):
-            raise BnnflowError(f"--budget {key}={value}: a fraction of the board must be in (0, 1], "
-                               "a multiple of the unpruned design (0.5x) positive")
+            raise BnnflowError(
+                f"--budget {key}={value}: a fraction of the board must be in (0, 1], "
+                "a multiple of the unpruned design (0.5x) positive"
+            )
         out[resource] = (v, relative)
     return out
 
@@ -255,8 +270,9 @@ def budget_limits(spec: str | None, board: str, unpruned: Mapping[str, float]) -
     limits = {}
     for resource in BUDGET_KEYS.values():
         value, relative = asked.get(resource, (finn_limits[resource], False))
-        limits[resource] = min(value * float(unpruned[resource]) if relative else value * capacity[resource],
-                               float(capacity[resource]))
+        limits[resource] = min(
+            value * float(unpruned[resource]) if relative else value * capacity[resource], float(capacity[resource])
+        )
     return limits
 
 
@@ -298,9 +314,12 @@ def _pareto(points: list[ChainChoice]) -> list[ChainChoice]:
     return kept
 
 
-def chain_front(cands: list[list[int]], losses: Sequence[Mapping[int, float]],
-                cost: Callable[[int, int, int], tuple[float, float] | None],
-                limits: tuple[float, float] = (math.inf, math.inf)) -> list[ChainChoice]:
+def chain_front(
+    cands: list[list[int]],
+    losses: Sequence[Mapping[int, float]],
+    cost: Callable[[int, int, int], tuple[float, float] | None],
+    limits: tuple[float, float] = (math.inf, math.inf),
+) -> list[ChainChoice]:
     """Every Pareto-optimal width chain within ``limits`` (LUT, BRAM18), by exact dynamic programming.
 
     A chain takes one value from each ``cands`` entry (the first and last: the
@@ -348,8 +367,9 @@ class Fit:
     probes: int  # probe builds the cost model ran
 
 
-def _fit_candidates(net_widths: Sequence[int], names: Sequence[str], index: Mapping[str, int],
-                    granularity: int) -> list[list[int]]:
+def _fit_candidates(
+    net_widths: Sequence[int], names: Sequence[str], index: Mapping[str, int], granularity: int
+) -> list[list[int]]:
     """Allowed widths per width entry: the probed counts of a prunable layer, the width of the others."""
     cands = [[int(w)] for w in net_widths]
     for name in names:
@@ -357,10 +377,20 @@ def _fit_candidates(net_widths: Sequence[int], names: Sequence[str], index: Mapp
     return cands
 
 
-def fit_cost_model(arch: str, net_widths: Sequence[int], names: Sequence[str], index: Mapping[str, int],
-                   granularity: int, board: str, target_fps: float, clock_ns: float, budget: str | None,
-                   unpruned: Mapping[str, float], cache_dir: Path | None,
-                   log: Callable[[str], None] = print) -> tuple[Any, dict[str, float]]:
+def fit_cost_model(
+    arch: str,
+    net_widths: Sequence[int],
+    names: Sequence[str],
+    index: Mapping[str, int],
+    granularity: int,
+    board: str,
+    target_fps: float,
+    clock_ns: float,
+    budget: str | None,
+    unpruned: Mapping[str, float],
+    cache_dir: Path | None,
+    log: Callable[[str], None] = print,
+) -> tuple[Any, dict[str, float]]:
     """FINN's cost model with every layer shape the search can meet probed, and the limits of
     ``budget`` (``unpruned``: FINN's totals of the unpruned network, for relative budgets), checked
     to be reachable: a budget no width vector meets is one error naming the smallest reachable
@@ -376,21 +406,30 @@ def fit_cost_model(arch: str, net_widths: Sequence[int], names: Sequence[str], i
     if chain_front(chain, zero, _group_cost(cm), (limits["LUT"], limits["BRAM_18K"])):
         return cm, limits
     reachable = chain_front(chain, zero, _group_cost(cm))
-    where = (f"at {target_fps:g} FPS on {board} ({clock_ns:g} ns clock) with widths in multiples of "
-             f"{granularity} (FINN's estimates, whatever the weights)")
+    where = (
+        f"at {target_fps:g} FPS on {board} ({clock_ns:g} ns clock) with widths in multiples of "
+        f"{granularity} (FINN's estimates, whatever the weights)"
+    )
     if not reachable:
-        slow = [f"{cm.names[g]} ({min(cm.group(g, a, b).folded_cycles for a in chain[g] for b in chain[g + 1]):,} "
-                f"cycles at best)" for g in range(len(chain) - 1)
-                if all(_group_cost(cm)(g, a, b) is None for a in chain[g] for b in chain[g + 1])]
-        raise BnnflowError(f"no width vector reaches {target_fps:g} FPS: FINN cannot fold "
-                           f"{', '.join(slow) or 'every layer at once'} into the {cm.target_cycles:,} cycles per "
-                           f"frame of the target; lower --target-fps")
+        slow = [
+            f"{cm.names[g]} ({min(cm.group(g, a, b).folded_cycles for a in chain[g] for b in chain[g + 1]):,} "
+            f"cycles at best)"
+            for g in range(len(chain) - 1)
+            if all(_group_cost(cm)(g, a, b) is None for a in chain[g] for b in chain[g + 1])
+        ]
+        raise BnnflowError(
+            f"no width vector reaches {target_fps:g} FPS: FINN cannot fold "
+            f"{', '.join(slow) or 'every layer at once'} into the {cm.target_cycles:,} cycles per "
+            f"frame of the target; lower --target-fps"
+        )
     lut = min(reachable, key=lambda p: (p.lut, p.bram))
     bram = min(reachable, key=lambda p: (p.bram, p.lut))
-    raise BnnflowError(f"no width vector meets the budget LUT <= {limits['LUT']:,.0f}, BRAM18 <= "
-                       f"{limits['BRAM_18K']:,.0f} {where}: the smallest reachable are LUT {lut.lut:,.0f} "
-                       f"(with BRAM18 {lut.bram:,.0f}) and BRAM18 {bram.bram:,.0f} (with LUT {bram.lut:,.0f}); "
-                       "raise --budget or lower --target-fps")
+    raise BnnflowError(
+        f"no width vector meets the budget LUT <= {limits['LUT']:,.0f}, BRAM18 <= "
+        f"{limits['BRAM_18K']:,.0f} {where}: the smallest reachable are LUT {lut.lut:,.0f} "
+        f"(with BRAM18 {lut.bram:,.0f}) and BRAM18 {bram.bram:,.0f} (with LUT {bram.lut:,.0f}); "
+        "raise --budget or lower --target-fps"
+    )
 
 
 def _group_cost(cm: Any) -> Callable[[int, int, int], tuple[float, float] | None]:
@@ -408,8 +447,14 @@ def _group_cost(cm: Any) -> Callable[[int, int, int], tuple[float, float] | None
     return cost
 
 
-def fit_allocation(curves: Mapping[str, Mapping[int, float]], net_widths: Sequence[int],
-                   index: Mapping[str, int], granularity: int, cm: Any, limits: Mapping[str, float]) -> Fit:
+def fit_allocation(
+    curves: Mapping[str, Mapping[int, float]],
+    net_widths: Sequence[int],
+    index: Mapping[str, int],
+    granularity: int,
+    cm: Any,
+    limits: Mapping[str, float],
+) -> Fit:
     """Per-layer kept counts (on the probed grid) minimising the summed loss increase of the
     sensitivity ``curves`` within ``limits`` (LUT, BRAM18) at the cost model's target FPS: the
     exact optimum of :func:`chain_front` on each layer's larger estimate of the two weight
@@ -425,10 +470,15 @@ def fit_allocation(curves: Mapping[str, Mapping[int, float]], net_widths: Sequen
         losses[index[name] + 1] = {k: dense[k] - dense[max(dense)] for k in cands[index[name]]}
     chain = [[cm.ends[0]], *cands, [cm.ends[1]]]
     # not empty: fit_cost_model found a chain within the limits, and losses change no feasibility
-    best = min(chain_front(chain, losses, _group_cost(cm), (limits["LUT"], limits["BRAM_18K"])),
-               key=ChainChoice.key)
+    best = min(chain_front(chain, losses, _group_cost(cm), (limits["LUT"], limits["BRAM_18K"])), key=ChainChoice.key)
     widths = list(best.widths)
-    return Fit(kept={name: widths[index[name]] for name in names}, widths=widths, loss=best.loss,
-               limits=dict(limits), upper={"LUT": best.lut, "BRAM_18K": best.bram},
-               predicted=cm.estimate(widths),
-               candidates={name: cands[index[name]] for name in names}, probes=cm.probes)
+    return Fit(
+        kept={name: widths[index[name]] for name in names},
+        widths=widths,
+        loss=best.loss,
+        limits=dict(limits),
+        upper={"LUT": best.lut, "BRAM_18K": best.bram},
+        predicted=cm.estimate(widths),
+        candidates={name: cands[index[name]] for name in names},
+        probes=cm.probes,
+    )

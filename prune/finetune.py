@@ -55,8 +55,9 @@ def _load(path: Path, cfg: PruneConfig, widths: list[int]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise BnnflowError(f"{path}: unreadable fine-tuning state ({type(exc).__name__}); "
-                           "remove it or drop --resume") from None
+        raise BnnflowError(
+            f"{path}: unreadable fine-tuning state ({type(exc).__name__}); remove it or drop --resume"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise BnnflowError(f"{path}: not a bnnflow fine-tuning state; remove it or drop --resume")
     if with_defaults(state["config"]) != asdict(cfg) or list(state["net"]["widths"]) != widths:
@@ -96,39 +97,62 @@ def finetune(
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         log(f"resuming the fine-tune after epoch {start}/{cfg.finetune_epochs} ({path})")
-    tcfg = TrainConfig(arch=pruned.arch, epochs=cfg.finetune_epochs, batch_size=cfg.batch_size,
-                       lr=cfg.finetune_lr, seed=cfg.seed * 1009 + 977, augment=cfg.augment)
+    tcfg = TrainConfig(
+        arch=pruned.arch,
+        epochs=cfg.finetune_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.finetune_lr,
+        seed=cfg.seed * 1009 + 977,
+        augment=cfg.augment,
+    )
     stop = cfg.finetune_epochs if max_epochs is None else min(cfg.finetune_epochs, start + max_epochs)
     for epoch in range(start, stop):
         t0 = time.time()
         for group in opt.param_groups:
             group["lr"] = lr_at(tcfg, epoch)
-        loss = train_epoch(pruned, opt, train_split, tcfg, epoch, torch.device("cpu"), loss_fn,
-                           desc="fine-tune")
+        loss = train_epoch(pruned, opt, train_split, tcfg, epoch, torch.device("cpu"), loss_fn, desc="fine-tune")
         acc = accuracy(pruned, monitor)
-        row = {"label": f"fine-tune {epoch + 1}/{cfg.finetune_epochs}", "accuracy": acc,
-               "n": len(monitor), "loss": loss, "lr": lr_at(tcfg, epoch)}
+        row = {
+            "label": f"fine-tune {epoch + 1}/{cfg.finetune_epochs}",
+            "accuracy": acc,
+            "n": len(monitor),
+            "loss": loss,
+            "lr": lr_at(tcfg, epoch),
+        }
         held = ""
         if holdout is not None:
             row["holdout_accuracy"] = accuracy(pruned, holdout)
             held = f", held-out({len(holdout)}) {row['holdout_accuracy']:.4f}"
             if best is None or row["holdout_accuracy"] > best["holdout_accuracy"]:
-                best = {"epoch": epoch + 1, "holdout_accuracy": row["holdout_accuracy"],
-                        "net": checkpoint.to_dict(pruned, {})}
+                best = {
+                    "epoch": epoch + 1,
+                    "holdout_accuracy": row["holdout_accuracy"],
+                    "net": checkpoint.to_dict(pruned, {}),
+                }
         wall += time.time() - t0
         rows.append({**row, "wall_time_s": round(wall, 1)})
         log(f"fine-tune {epoch + 1}/{cfg.finetune_epochs}: acc({len(monitor)}) {acc:.4f}{held} [{wall:.0f}s]")
-        checkpoint.atomic_torch_save({
-            "format": FORMAT, "config": asdict(cfg), "epoch": epoch + 1, "rows": rows,
-            "wall_time_s": wall, "optimizer": opt.state_dict(), "net": checkpoint.to_dict(pruned, {}),
-            "best": best,
-        }, path)
+        checkpoint.atomic_torch_save(
+            {
+                "format": FORMAT,
+                "config": asdict(cfg),
+                "epoch": epoch + 1,
+                "rows": rows,
+                "wall_time_s": wall,
+                "optimizer": opt.state_dict(),
+                "net": checkpoint.to_dict(pruned, {}),
+                "best": best,
+            },
+            path,
+        )
     complete = len(rows) == cfg.finetune_epochs
     if complete:
         kept = best["epoch"] if best is not None else len(rows)
         rows = [{**r, "chosen": k + 1 == kept} for k, r in enumerate(rows)]
         if best is not None:  # only with a held-out set
             pruned, _ = checkpoint.from_dict(best["net"], str(path))
-            log(f"fine-tune: keeping epoch {kept}/{cfg.finetune_epochs}, the best on the "
-                f"{cfg.holdout} held-out training images ({best['holdout_accuracy']:.4f})")
+            log(
+                f"fine-tune: keeping epoch {kept}/{cfg.finetune_epochs}, the best on the "
+                f"{cfg.holdout} held-out training images ({best['holdout_accuracy']:.4f})"
+            )
     return pruned, rows, complete

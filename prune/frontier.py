@@ -101,11 +101,15 @@ class FrontConfig:
             raise BnnflowError(f"--seeds {','.join(map(str, self.seeds))}: give distinct non-negative integers")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise BnnflowError(f"--methods {','.join(self.methods)}: give distinct names among {', '.join(METHODS)} "
-                               f"(the unpruned control always runs)")
+            raise BnnflowError(
+                f"--methods {','.join(self.methods)}: give distinct names among {', '.join(METHODS)} "
+                f"(the unpruned control always runs)"
+            )
         if "learned" not in self.methods:
-            raise BnnflowError(f"--methods {','.join(self.methods)}: the baselines are pruned to the learned "
-                               "point's widths, so 'learned' must be among them")
+            raise BnnflowError(
+                f"--methods {','.join(self.methods)}: the baselines are pruned to the learned "
+                "point's widths, so 'learned' must be among them"
+            )
         if self.train_limit is not None and self.train_limit < 1:
             raise BnnflowError(f"--train-limit {self.train_limit}: give a positive number of images")
         validate.count(self.finn_limit, "--finn-limit", 0)
@@ -148,8 +152,13 @@ def plan(front: FrontConfig) -> list[Point]:
 
 def point_key(front: FrontConfig, point: Point, source_sha256: str, learned_key: str | None) -> str:
     """Hash of everything that decides the point; a baseline's includes its learned point's key."""
-    payload = {"format": POINT_FORMAT, "front": front.key_fields(), "point": asdict(point),
-               "source_sha256": source_sha256, "learned": learned_key}
+    payload = {
+        "format": POINT_FORMAT,
+        "front": front.key_fields(),
+        "point": asdict(point),
+        "source_sha256": source_sha256,
+        "learned": learned_key,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -157,21 +166,38 @@ def prune_config(front: FrontConfig, point: Point, learned: dict[str, Any] | Non
     """The ``bnnflow prune`` run of a point (``learned``: the record of its learned point, for the
     baselines' counts)."""
     common: dict[str, Any] = dict(
-        granularity=front.granularity, stage_samples=front.stage_samples, sub_epochs=front.sub_epochs,
-        main_epochs=front.stage_epochs, batch_size=front.batch_size, finetune_epochs=front.finetune_epochs,
-        finetune_lr=front.finetune_lr, holdout=front.holdout, eval_limit=front.eval_limit, seed=point.seed,
-        data_dir=front.data_dir, clock_ns=front.clock_ns,
-        extra={} if front.train_limit is None else {"train_limit": front.train_limit})
+        granularity=front.granularity,
+        stage_samples=front.stage_samples,
+        sub_epochs=front.sub_epochs,
+        main_epochs=front.stage_epochs,
+        batch_size=front.batch_size,
+        finetune_epochs=front.finetune_epochs,
+        finetune_lr=front.finetune_lr,
+        holdout=front.holdout,
+        eval_limit=front.eval_limit,
+        seed=point.seed,
+        data_dir=front.data_dir,
+        clock_ns=front.clock_ns,
+        extra={} if front.train_limit is None else {"train_limit": front.train_limit},
+    )
     if point.method == "learned":
-        return PruneConfig(method="subsidiary", target_pfr=None, allocation="fit", fit_board=front.board,
-                           fit_fps=front.target_fps, fit_budget=point.budget, **common)
+        return PruneConfig(
+            method="subsidiary",
+            target_pfr=None,
+            allocation="fit",
+            fit_board=front.board,
+            fit_fps=front.target_fps,
+            fit_budget=point.budget,
+            **common,
+        )
     if point.method == CONTROL:
         return PruneConfig(method="subsidiary", target_pfr=0.0, **common)
     assert learned is not None, "a baseline needs its learned point"
     if point.method == "uniform":
         return PruneConfig(method="subsidiary", target_pfr=learned["pfr"], **common)
-    per_layer = {name: (learned["original"][name] - k) / learned["original"][name]
-                 for name, k in learned["kept"].items()}
+    per_layer = {
+        name: (learned["original"][name] - k) / learned["original"][name] for name, k in learned["kept"].items()
+    }
     return PruneConfig(method=point.method, target_pfr=per_layer, **common)
 
 
@@ -204,8 +230,16 @@ def _heldout_accuracy(ckpt: Path, front: FrontConfig) -> tuple[float | None, int
     return accuracy(net, held), len(held)
 
 
-def run_point(front: FrontConfig, point: Point, key: str, source: str, out: str, cost_cache: str,
-              learned: dict[str, Any] | None, threads: int | None) -> dict[str, Any]:
+def run_point(
+    front: FrontConfig,
+    point: Point,
+    key: str,
+    source: str,
+    out: str,
+    cost_cache: str,
+    learned: dict[str, Any] | None,
+    threads: int | None,
+) -> dict[str, Any]:
     """Prune, fine-tune, build and simulate one point; write and return its record. Resumes a
     point interrupted before (pruning state, finished build). Its output goes to its log file."""
     from prune.pipeline import prune_checkpoint
@@ -227,14 +261,17 @@ def run_point(front: FrontConfig, point: Point, key: str, source: str, out: str,
     t0 = time.time()
     cfg = prune_config(front, point, learned)
     ckpt = work / "pruned.pt"
-    with (work / "log.txt").open("a") as log_file, contextlib.redirect_stdout(log_file), \
-            contextlib.redirect_stderr(log_file):
+    with (
+        (work / "log.txt").open("a") as log_file,
+        contextlib.redirect_stdout(log_file),
+        contextlib.redirect_stderr(log_file),
+    ):
+
         def log(line: str) -> None:
             print(line, flush=True)
 
         log(f"== {point.label} (key {key}) at {time.strftime('%Y-%m-%dT%H:%M:%S')}")
-        summary = prune_checkpoint(source, cfg, ckpt, work / "prune", resume=True, log=log,
-                                   cost_cache=cost_cache)
+        summary = prune_checkpoint(source, cfg, ckpt, work / "prune", resume=True, log=log, cost_cache=cost_cache)
         assert summary is not None  # no max_stages: it runs to the end
         build = run_builds([ckpt], front.board, [front.target_fps], work, front.clock_ns, ["build"])[0].builds[0]
         from hw.run import sim_report
@@ -246,23 +283,41 @@ def run_point(front: FrontConfig, point: Point, key: str, source: str, out: str,
     limits = fit["limits"] if fit else None
     lut, bram = float(build.total.get("LUT", 0)), float(build.total.get("BRAM_18K", 0))
     rec = {
-        "format": POINT_FORMAT, "key": key, "label": point.label, **asdict(point),
-        "source": source, "learned_key": None if learned is None else learned["key"],
-        "front": front.key_fields(), "prune_config": pruning["config"],
-        "widths": summary["widths"], "kept": pruning["kept"],
+        "format": POINT_FORMAT,
+        "key": key,
+        "label": point.label,
+        **asdict(point),
+        "source": source,
+        "learned_key": None if learned is None else learned["key"],
+        "front": front.key_fields(),
+        "prune_config": pruning["config"],
+        "widths": summary["widths"],
+        "kept": pruning["kept"],
         "original": {name: pruning["original_widths"][i] for name, i in _width_index(summary).items()},
-        "pfr": pruning["pfr"], "fit": pruning.get("fit"),
+        "pfr": pruning["pfr"],
+        "fit": pruning.get("fit"),
         "limits": limits,
         "within_budget": None if limits is None else (lut <= limits["LUT"] and bram <= limits["BRAM_18K"]),
-        "lut": lut, "bram18": bram, "dsp": float(build.total.get("DSP", 0)),
+        "lut": lut,
+        "bram18": bram,
+        "dsp": float(build.total.get("DSP", 0)),
         "estimated_fps": float(build.performance["estimated_throughput_fps"]),
-        "test_accuracy": sim["accuracy"], "test_n": sim["n"],
-        "torch_test_accuracy": summary["accuracy"], "torch_test_n": summary["n"],
-        "heldout_accuracy": heldout, "heldout_n": heldout_n,
-        "agree_with_finn": sim["agree_with_finn"], "finn_n": sim["finn_n"], "agree_with_torch": sim["agree_with_torch"],
-        "checkpoint": str(ckpt), "build_dir": str(build.root), "log": str(work / "log.txt"),
-        "wall_time_s": round(time.time() - t0, 1), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": os.uname().nodename, "pid": os.getpid(),
+        "test_accuracy": sim["accuracy"],
+        "test_n": sim["n"],
+        "torch_test_accuracy": summary["accuracy"],
+        "torch_test_n": summary["n"],
+        "heldout_accuracy": heldout,
+        "heldout_n": heldout_n,
+        "agree_with_finn": sim["agree_with_finn"],
+        "finn_n": sim["finn_n"],
+        "agree_with_torch": sim["agree_with_torch"],
+        "checkpoint": str(ckpt),
+        "build_dir": str(build.root),
+        "log": str(work / "log.txt"),
+        "wall_time_s": round(time.time() - t0, 1),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
     }
     text = json.dumps(rec, indent=2, sort_keys=True)
     atomic_write(path, text)
@@ -279,8 +334,9 @@ def _width_index(summary: dict[str, Any]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- the front (runs here)
-def check_budgets(source: dict[str, Any], ckpt: Path, front: FrontConfig, cache: Path,
-                  log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+def check_budgets(
+    source: dict[str, Any], ckpt: Path, front: FrontConfig, cache: Path, log: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
     """FINN's limits of every budget, each checked reachable by the cost model (whose layer probes
     land in ``cache``, so the learned points find them there): an unreachable budget is one error
     before any point runs."""
@@ -296,8 +352,20 @@ def check_budgets(source: dict[str, Any], ckpt: Path, front: FrontConfig, cache:
     limits = {}
     for b in front.budgets:
         try:
-            _, limits[b] = allocation.fit_cost_model(net.arch, net.widths, names, index, front.granularity, front.board,
-                                                     front.target_fps, front.clock_ns, b, unpruned, cache, log)
+            _, limits[b] = allocation.fit_cost_model(
+                net.arch,
+                net.widths,
+                names,
+                index,
+                front.granularity,
+                front.board,
+                front.target_fps,
+                front.clock_ns,
+                b,
+                unpruned,
+                cache,
+                log,
+            )
         except BnnflowError as exc:
             raise BnnflowError(f"--budgets {b}: {exc}") from None
     return limits
@@ -313,21 +381,34 @@ def client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         try:
             c = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise BnnflowError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({exc}); start "
-                               "one (`dask scheduler`, or dask-jobqueue's cluster.scheduler_address) or drop "
-                               "--scheduler for a local cluster") from None
+            raise BnnflowError(
+                f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({exc}); start "
+                "one (`dask scheduler`, or dask-jobqueue's cluster.scheduler_address) or drop "
+                "--scheduler for a local cluster"
+            ) from None
         with c:
             yield c
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
-def run_front(ckpt: Path | str, front: FrontConfig, out: Path | str, scheduler: str | None = None,
-              workers: int | None = None, threads: int | None = None, cost_cache: Path | str | None = None,
-              on_point: Callable[[dict[str, Any]], None] | None = None,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_front(
+    ckpt: Path | str,
+    front: FrontConfig,
+    out: Path | str,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    cost_cache: Path | str | None = None,
+    on_point: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Compute (or reuse) every point of the front and write its report into ``out``; returns the
     point records in plan order. ``workers``: local worker processes (default: the cores);
     ``threads``: torch/numba threads per point (default: cores / workers on a local cluster, the
@@ -370,16 +451,30 @@ def run_front(ckpt: Path | str, front: FrontConfig, out: Path | str, scheduler: 
         files = write_front(done, front, limits, out, str(ckpt))
         log(f"frontier: wrote {files[0]}, {files[1]}, {files[2]}")
         if failed:
-            raise BnnflowError(f"{len(failed)} of {len(points)} points failed (" + "; ".join(
-                f"{p.label}: {why}" for p, why in failed.items()) + "); the others are in the report; see each "
-                "point's log.txt under OUT/points/ and rerun the same command to retry them")
+            raise BnnflowError(
+                f"{len(failed)} of {len(points)} points failed ("
+                + "; ".join(f"{p.label}: {why}" for p, why in failed.items())
+                + "); the others are in the report; see each "
+                "point's log.txt under OUT/points/ and rerun the same command to retry them"
+            )
         return done
 
 
-def _compute(todo: list[Point], records: dict[Point, dict[str, Any]], failed: dict[Point, str],
-             keys: dict[Point, str], front: FrontConfig, ckpt: Path, out: Path, cache: Path, scheduler: str | None,
-             workers: int | None, threads: int | None, on_point: Callable[[dict[str, Any]], None] | None,
-             log: Callable[[str], None]) -> None:
+def _compute(
+    todo: list[Point],
+    records: dict[Point, dict[str, Any]],
+    failed: dict[Point, str],
+    keys: dict[Point, str],
+    front: FrontConfig,
+    ckpt: Path,
+    out: Path,
+    cache: Path,
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    on_point: Callable[[dict[str, Any]], None] | None,
+    log: Callable[[str], None],
+) -> None:
     """Submit the missing points to Dask (a baseline after its learned point, as a dependency) and
     collect them as they finish; a failed point is noted and the others go on."""
     from distributed import as_completed
@@ -393,11 +488,23 @@ def _compute(todo: list[Point], records: dict[Point, dict[str, Any]], failed: di
             if p.method not in ("learned", CONTROL):
                 lp = Point(p.budget, "learned", p.seed)
                 learned = records.get(lp) or futures[lp]
-            futures[p] = c.submit(run_point, front, p, keys[p], str(ckpt.absolute()), str(out), str(cache), learned,
-                                  threads, key=f"frontier-{keys[p]}", pure=False)
+            futures[p] = c.submit(
+                run_point,
+                front,
+                p,
+                keys[p],
+                str(ckpt.absolute()),
+                str(out),
+                str(cache),
+                learned,
+                threads,
+                key=f"frontier-{keys[p]}",
+                pure=False,
+            )
         which = {f.key: p for p, f in futures.items()}
-        for n, fut in enumerate(progress(as_completed(list(futures.values())), total=len(futures),
-                                         desc="frontier points"), 1):
+        for n, fut in enumerate(
+            progress(as_completed(list(futures.values())), total=len(futures), desc="frontier points"), 1
+        ):
             p = which[fut.key]
             try:
                 rec = fut.result()
@@ -406,7 +513,9 @@ def _compute(todo: list[Point], records: dict[Point, dict[str, Any]], failed: di
                 log(f"[{n}/{len(futures)}] {p.label}: FAILED ({failed[p]})")
                 continue
             records[p] = rec
-            log(f"[{n}/{len(futures)}] {p.label}: test {rec['test_accuracy']:.4f}, LUT {rec['lut']:,.0f}, "
-                f"BRAM18 {rec['bram18']:,.0f}, {rec['estimated_fps']:,.0f} FPS [{rec['wall_time_s']:.0f}s]")
+            log(
+                f"[{n}/{len(futures)}] {p.label}: test {rec['test_accuracy']:.4f}, LUT {rec['lut']:,.0f}, "
+                f"BRAM18 {rec['bram18']:,.0f}, {rec['estimated_fps']:,.0f} FPS [{rec['wall_time_s']:.0f}s]"
+            )
             if on_point is not None:
                 on_point(rec)

@@ -35,8 +35,9 @@ def parse_target(spec: str | float | Mapping[str, float]) -> float | dict[str, f
         try:
             obj = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise BnnflowError(f"{path}: cannot read the per-layer PFR config ({exc}); "
-                               'give a JSON object like {"fc1": 0.5}') from None
+            raise BnnflowError(
+                f'{path}: cannot read the per-layer PFR config ({exc}); give a JSON object like {{"fc1": 0.5}}'
+            ) from None
         if not isinstance(obj, dict):
             raise BnnflowError(f'{path}: the per-layer PFR config must be a JSON object like {{"fc1": 0.5}}')
         items: list[tuple[Any, Any]] = list(obj.items())  # (layer, ratio) as the file spells them
@@ -45,8 +46,10 @@ def parse_target(spec: str | float | Mapping[str, float]) -> float | dict[str, f
         for part in text.split(","):
             name, sep, value = part.partition("=")
             if not sep:
-                raise BnnflowError(f"--target-pfr {text!r}: give a ratio in [0, 1), "
-                                   "LAYER=RATIO pairs separated by commas, or a .json file")
+                raise BnnflowError(
+                    f"--target-pfr {text!r}: give a ratio in [0, 1), "
+                    "LAYER=RATIO pairs separated by commas, or a .json file"
+                )
             items.append((name.strip(), value))
     out = {}
     for name, value in items:
@@ -63,8 +66,7 @@ def _check_ratio(p: float, what: str) -> float:
     return p
 
 
-def kept_counts(widths: Mapping[str, int], target: float | Mapping[str, float],
-                granularity: int = 1) -> dict[str, int]:
+def kept_counts(widths: Mapping[str, int], target: float | Mapping[str, float], granularity: int = 1) -> dict[str, int]:
     """Filters to keep per prunable layer for ``target`` at ``granularity``.
 
     Per-layer targets round each kept count down (each layer reaches its own
@@ -78,17 +80,23 @@ def kept_counts(widths: Mapping[str, int], target: float | Mapping[str, float],
     if isinstance(target, Mapping):
         unknown = sorted(set(target) - set(widths))
         if unknown:
-            raise BnnflowError(f"--target-pfr names {', '.join(unknown)}, which are not prunable layers "
-                               f"of this network (prunable: {', '.join(widths)})")
+            raise BnnflowError(
+                f"--target-pfr names {', '.join(unknown)}, which are not prunable layers "
+                f"of this network (prunable: {', '.join(widths)})"
+            )
     for name, n in widths.items():
         if n < granularity:
             raise BnnflowError(f"--granularity {granularity} exceeds layer {name}'s {n} filters")
     if isinstance(target, Mapping):
-        return {name: max(int(n * (1.0 - target.get(name, 0.0)) + 1e-9) // granularity * granularity,
-                          granularity) for name, n in widths.items()}
+        return {
+            name: max(int(n * (1.0 - target.get(name, 0.0)) + 1e-9) // granularity * granularity, granularity)
+            for name, n in widths.items()
+        }
     ideal = {name: n * (1.0 - target) for name, n in widths.items()}
-    keep = {name: min(max(round(ideal[name] / granularity), 1), n // granularity) * granularity
-            for name, n in widths.items()}
+    keep = {
+        name: min(max(round(ideal[name] / granularity), 1), n // granularity) * granularity
+        for name, n in widths.items()
+    }
     while pfr(widths, keep) < target - 1e-12:
         donor = max((k for k in keep if keep[k] > granularity), key=lambda k: keep[k] - ideal[k], default=None)
         if donor is None:

@@ -29,11 +29,18 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     for row in p["history"]:
         kept = ", ".join(f"{k}={v}" for k, v in row["kept"].items())
-        lines.append(f"| {row['stage']} | {row['label']} | {row['accuracy']:.4f} ({row['n']}) | "
-                     f"{row['pfr']:.4f} | {kept} | {row['wall_time_s']:.0f} |")
-    lines += ["", f"Per-stage accuracy is on {p['history'][0]['n']} random test images (fixed); "
-              "the final figure on the whole test set.",
-              "", f"Options: `{json.dumps(p['config'], sort_keys=True)}`", ""]
+        lines.append(
+            f"| {row['stage']} | {row['label']} | {row['accuracy']:.4f} ({row['n']}) | "
+            f"{row['pfr']:.4f} | {kept} | {row['wall_time_s']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Per-stage accuracy is on {p['history'][0]['n']} random test images (fixed); "
+        "the final figure on the whole test set.",
+        "",
+        f"Options: `{json.dumps(p['config'], sort_keys=True)}`",
+        "",
+    ]
     if p["method"] in ("msf-layerwise", "msf-cascade", "random"):
         lines.insert(2, "_Baseline reconstructed from the paper's description (see prune/README.md)._\n")
     return "\n".join(lines)
@@ -43,8 +50,10 @@ def _target(p: dict[str, Any]) -> str:
     """What chose the counts: a PFR target, or a board budget (``--fit``, details in fit.md)."""
     if "fit" in p:
         f = p["fit"]
-        return (f"no PFR target: fit to {f['board']} at {f['target_fps']:g} FPS, budget "
-                f"`{f['budget'] or 'FINN utilisation limits'}`, see fit.md")
+        return (
+            f"no PFR target: fit to {f['board']} at {f['target_fps']:g} FPS, budget "
+            f"`{f['budget'] or 'FINN utilisation limits'}`, see fit.md"
+        )
     return f"target {p['target_pfr']}"
 
 
@@ -54,9 +63,11 @@ def _allocation_lines(p: dict[str, Any]) -> list[str]:
     if row is None:
         return []
     counts = ", ".join(f"{k}={v} ({row['uniform_targets'][k]})" for k, v in row["targets"].items())
-    return [f"- allocation `{p.get('allocation')}`: kept per layer {counts} (uniform split in brackets); "
-            f"MACs per frame of the binary layers {row['macs'] / 1e6:.2f} M (uniform split "
-            f"{row['uniform_macs'] / 1e6:.2f} M)"]
+    return [
+        f"- allocation `{p.get('allocation')}`: kept per layer {counts} (uniform split in brackets); "
+        f"MACs per frame of the binary layers {row['macs'] / 1e6:.2f} M (uniform split "
+        f"{row['uniform_macs'] / 1e6:.2f} M)"
+    ]
 
 
 def _finetune_lines(p: dict[str, Any]) -> list[str]:
@@ -67,9 +78,12 @@ def _finetune_lines(p: dict[str, Any]) -> list[str]:
         return []
     if "holdout_accuracy" not in chosen:
         return [f"- fine-tune: {len(rows)} epochs; the output is the last one"]
-    return [f"- fine-tune: {len(rows)} epochs; the output is `{chosen['label']}`, the best on the "
-            f"{p['holdout']} held-out training images ({chosen['holdout_accuracy']:.4f}; per epoch: "
-            + ", ".join(f"{r['holdout_accuracy']:.4f}" for r in rows) + ")"]
+    return [
+        f"- fine-tune: {len(rows)} epochs; the output is `{chosen['label']}`, the best on the "
+        f"{p['holdout']} held-out training images ({chosen['holdout_accuracy']:.4f}; per epoch: "
+        + ", ".join(f"{r['holdout_accuracy']:.4f}" for r in rows)
+        + ")"
+    ]
 
 
 def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:
@@ -101,8 +115,7 @@ def curve_png(history: list[dict[str, Any]], title: str, path: Path) -> None:
 
 def write(summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:
     """Write report.md, report.json and curve.png into ``report_dir``."""
-    paths = {"md": report_dir / "report.md", "json": report_dir / "report.json",
-             "png": report_dir / "curve.png"}
+    paths = {"md": report_dir / "report.md", "json": report_dir / "report.json", "png": report_dir / "curve.png"}
     atomic_write(paths["md"], markdown(summary))
     atomic_write(paths["json"], json.dumps(summary, indent=2, sort_keys=True))
     curve_png(summary["pruning"]["history"], f"{summary['arch']} {summary['pruning']['method']}", paths["png"])

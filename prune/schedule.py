@@ -105,18 +105,23 @@ class PruneConfig:
         if self.target_pfr is not None:
             self.target_pfr = pfr.parse_target(self.target_pfr)
         if self.allocation != "uniform" and isinstance(self.target_pfr, dict):
-            raise BnnflowError(f"--allocation {self.allocation} distributes one global --target-pfr over the "
-                               "layers; per-layer targets already fix the counts")
+            raise BnnflowError(
+                f"--allocation {self.allocation} distributes one global --target-pfr over the "
+                "layers; per-layer targets already fix the counts"
+            )
         if self.granularity < 1:
             raise BnnflowError(f"--granularity {self.granularity}: must be a positive integer")
         if min(self.sub_epochs, self.main_epochs, self.batch_size) < 1 or (
-                self.stage_samples is not None and self.stage_samples < 1):
+            self.stage_samples is not None and self.stage_samples < 1
+        ):
             raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
         if self.finetune_epochs < 0 or self.finetune_lr <= 0:
             raise BnnflowError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
         if self.holdout < 0 or (self.holdout and not self.finetune_epochs):
-            raise BnnflowError(f"--holdout {self.holdout}: give a positive number of training images, "
-                               "together with --finetune-epochs (it picks the fine-tune's best epoch)")
+            raise BnnflowError(
+                f"--holdout {self.holdout}: give a positive number of training images, "
+                "together with --finetune-epochs (it picks the fine-tune's best epoch)"
+            )
 
     def _validate_fit(self) -> None:
         """``--fit BOARD --target-fps F [--budget ...]`` replaces ``--target-pfr``; nothing else mixes."""
@@ -180,8 +185,9 @@ def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
     return data.Split(np.ascontiguousarray(split.images[idx]), split.labels[idx])
 
 
-def objective(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-              cfg: PruneConfig) -> torch.Tensor:
+def objective(
+    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: PruneConfig
+) -> torch.Tensor:
     """Cross-entropy + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
     loss = F.cross_entropy(logits, labels)
     if cfg.kd_weight > 0:
@@ -219,8 +225,14 @@ def _set_trainable(net: BinaryNet, gates: GateSet, from_unit: str | None) -> lis
 class Pruner:
     """One pruning run of ``source`` (an unpruned or pruned checkpoint dict)."""
 
-    def __init__(self, source: dict[str, Any], cfg: PruneConfig, work_dir: Path | str,
-                 log: Callable[[str], None] = print, cost_cache: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        source: dict[str, Any],
+        cfg: PruneConfig,
+        work_dir: Path | str,
+        log: Callable[[str], None] = print,
+        cost_cache: Path | str | None = None,
+    ) -> None:
         cfg.validate()
         self.cfg, self.work_dir, self.log = cfg, Path(work_dir), log
         #: where FINN's cost model keeps its probed layer graphs (allocation "fit")
@@ -255,11 +267,19 @@ class Pruner:
         return self.work_dir / "state.pt"
 
     def save_state(self) -> None:
-        checkpoint.atomic_torch_save({
-            "format": STATE_FORMAT, "config": asdict(self.cfg), "source": self.source,
-            "done": self.done, "history": self.history, "wall_time_s": self.wall,
-            "net": checkpoint.to_dict(self.net, {}), "gates": self.gates.state_dict(),
-        }, self.state_path)
+        checkpoint.atomic_torch_save(
+            {
+                "format": STATE_FORMAT,
+                "config": asdict(self.cfg),
+                "source": self.source,
+                "done": self.done,
+                "history": self.history,
+                "wall_time_s": self.wall,
+                "net": checkpoint.to_dict(self.net, {}),
+                "gates": self.gates.state_dict(),
+            },
+            self.state_path,
+        )
 
     def resume(self) -> bool:
         """Continue from ``state.pt`` if there is one; True if it was loaded."""
@@ -268,16 +288,19 @@ class Pruner:
         try:
             state = torch.load(self.state_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for corrupt files
-            raise BnnflowError(f"{self.state_path}: unreadable pruning state ({type(exc).__name__}); "
-                               "remove it or drop --resume") from None
+            raise BnnflowError(
+                f"{self.state_path}: unreadable pruning state ({type(exc).__name__}); remove it or drop --resume"
+            ) from None
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise BnnflowError(f"{self.state_path}: not a bnnflow pruning state; remove it or drop --resume")
         mine = asdict(self.cfg)
         stored = with_defaults(state["config"])
         if stored != mine:
             diff = sorted(k for k in mine if stored.get(k) != mine[k])
-            raise BnnflowError(f"{self.state_path}: was started with other options ({', '.join(diff)}); "
-                               "use the same options, another --work-dir, or drop --resume")
+            raise BnnflowError(
+                f"{self.state_path}: was started with other options ({', '.join(diff)}); "
+                "use the same options, another --work-dir, or drop --resume"
+            )
         if not _same_weights(state["source"], self.source):
             raise BnnflowError(f"{self.state_path}: prunes another checkpoint; use another --work-dir")
         net, _ = checkpoint.from_dict(state["net"], str(self.state_path))
@@ -298,17 +321,40 @@ class Pruner:
         kept = self.gates.kept()
         acc = accuracy(self.net, self.monitor)
         self.wall += time.time() - t0
-        row = {"stage": self.done + 1, "label": label, "accuracy": acc, "n": len(self.monitor),
-               "pfr": pfr.pfr(self.original, kept), "kept": kept, "wall_time_s": round(self.wall, 1), **extra}
+        row = {
+            "stage": self.done + 1,
+            "label": label,
+            "accuracy": acc,
+            "n": len(self.monitor),
+            "pfr": pfr.pfr(self.original, kept),
+            "kept": kept,
+            "wall_time_s": round(self.wall, 1),
+            **extra,
+        }
         self.history.append(row)
-        self.log(f"[{self.done + 1}/{len(self.stages)}] {label}: acc({len(self.monitor)}) {acc:.4f} "
-                 f"PFR {row['pfr']:.4f} [{self.wall:.0f}s]")
+        self.log(
+            f"[{self.done + 1}/{len(self.stages)}] {label}: acc({len(self.monitor)}) {acc:.4f} "
+            f"PFR {row['pfr']:.4f} [{self.wall:.0f}s]"
+        )
 
-    def _train(self, params: list[torch.nn.Parameter], lr: float, epochs: int, stage_no: int,
-               loss_fn: Callable[..., torch.Tensor], desc: str) -> float:
+    def _train(
+        self,
+        params: list[torch.nn.Parameter],
+        lr: float,
+        epochs: int,
+        stage_no: int,
+        loss_fn: Callable[..., torch.Tensor],
+        desc: str,
+    ) -> float:
         split = _random_subset(self.train_split, self.cfg.stage_samples, self.cfg.seed * 7919 + stage_no)
-        tcfg = TrainConfig(arch=self.net.arch, epochs=epochs, batch_size=self.cfg.batch_size, lr=lr,
-                           seed=self.cfg.seed * 1009 + stage_no, augment=self.cfg.augment)
+        tcfg = TrainConfig(
+            arch=self.net.arch,
+            epochs=epochs,
+            batch_size=self.cfg.batch_size,
+            lr=lr,
+            seed=self.cfg.seed * 1009 + stage_no,
+            augment=self.cfg.augment,
+        )
         opt = torch.optim.Adam(params, lr=lr)
         loss = float("nan")
         for epoch in range(epochs):
@@ -329,8 +375,9 @@ class Pruner:
         # every forward, although train_epoch switches to training mode.
         hook = self.net.register_forward_pre_hook(lambda module, _inputs: (module.eval(), None)[1])
         try:
-            return self._train([gate.m], self.cfg.lr_sub, self.cfg.sub_epochs, stage_no, loss_fn,
-                               f"subsidiary {layer.name}")
+            return self._train(
+                [gate.m], self.cfg.lr_sub, self.cfg.sub_epochs, stage_no, loss_fn, f"subsidiary {layer.name}"
+            )
         finally:
             hook.remove()
 
@@ -388,11 +435,17 @@ class Pruner:
         if learned is None:
             self.log("allocation: no split of the kept total needs no more MACs than the uniform one; keeping it")
         self.targets = learned or uniform
-        self.log("allocation (kept per layer): " + ", ".join(
-            f"{name} {self.targets[name]} (uniform {uniform[name]})" for name in self.names))
-        return {"targets": dict(self.targets), "uniform_targets": uniform,
-                "macs": allocation.total_macs(costs, self.targets), "uniform_macs": limit,
-                "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()}}
+        self.log(
+            "allocation (kept per layer): "
+            + ", ".join(f"{name} {self.targets[name]} (uniform {uniform[name]})" for name in self.names)
+        )
+        return {
+            "targets": dict(self.targets),
+            "uniform_targets": uniform,
+            "macs": allocation.total_macs(costs, self.targets),
+            "uniform_macs": limit,
+            "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()},
+        }
 
     @property
     def _width_index(self) -> dict[str, int]:
@@ -408,13 +461,24 @@ class Pruner:
         board, fps = cfg.fit_target()
         unpruned = finn_estimates(self.teacher, board, fps, cfg.clock_ns)
         cm, limits = allocation.fit_cost_model(
-            self.net.arch, self.net.widths, self.names, self._width_index, cfg.granularity, board,
-            fps, cfg.clock_ns, cfg.fit_budget, unpruned["estimate_layer_resources"]["total"],
-            self.cost_cache, self.log)
+            self.net.arch,
+            self.net.widths,
+            self.names,
+            self._width_index,
+            cfg.granularity,
+            board,
+            fps,
+            cfg.clock_ns,
+            cfg.fit_budget,
+            unpruned["estimate_layer_resources"]["total"],
+            self.cost_cache,
+            self.log,
+        )
         return cm, limits, unpruned
 
-    def _allocate_fit(self, curves: dict[str, dict[int, float]], cm: Any, limits: dict[str, float],
-                      unpruned: dict[str, Any]) -> dict[str, Any]:
+    def _allocate_fit(
+        self, curves: dict[str, dict[int, float]], cm: Any, limits: dict[str, float], unpruned: dict[str, Any]
+    ) -> dict[str, Any]:
         """Allocation "fit": the counts of least predicted loss within the budget (exact search over
         the probed grid, :func:`prune.allocation.fit_allocation`), recorded with FINN's predicted
         figures, the unpruned network's (``unpruned``: its FINN reports) and, for comparison, the
@@ -424,29 +488,49 @@ class Pruner:
         uniform = pfr.kept_counts(self.original, pfr.pfr(self.original, res.kept), self.cfg.granularity)
         costs = allocation.unit_costs(self.net, self.gates.layers)
         pred, full = res.predicted, unpruned["estimate_layer_resources"]["total"]
-        self.log(f"fit {self.cfg.fit_board} at {self.cfg.fit_fps:g} FPS: kept " + ", ".join(
-            f"{k} {v}" for k, v in res.kept.items()) + f"; FINN predicts LUT {pred.totals['LUT']:,.0f}-"
+        self.log(
+            f"fit {self.cfg.fit_board} at {self.cfg.fit_fps:g} FPS: kept "
+            + ", ".join(f"{k} {v}" for k, v in res.kept.items())
+            + f"; FINN predicts LUT {pred.totals['LUT']:,.0f}-"
             f"{res.upper['LUT']:,.0f} <= {limits['LUT']:,.0f}, BRAM18 {pred.totals['BRAM_18K']:,.0f}-"
             f"{res.upper['BRAM_18K']:,.0f} <= {limits['BRAM_18K']:,.0f} (unpruned {full['LUT']:,.0f} / "
-            f"{full['BRAM_18K']:,.0f})")
-        return {"targets": dict(res.kept), "uniform_targets": uniform,
-                "macs": allocation.total_macs(costs, res.kept), "uniform_macs": allocation.total_macs(costs, uniform),
-                "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()},
-                "fit": {"board": self.cfg.fit_board, "target_fps": self.cfg.fit_fps, "clock_ns": self.cfg.clock_ns,
-                        "budget": self.cfg.fit_budget, "limits": limits, "predicted_loss": res.loss,
-                        "widths": res.widths, "candidates": res.candidates, "cost_probes": res.probes,
-                        "predicted": pred.totals, "predicted_upper": res.upper, "predicted_fps": pred.estimated_fps,
-                        "predicted_layers": {r: pred.layer_totals(r) for r in ("LUT", "BRAM_18K")},
-                        "unpruned": {k: float(v) for k, v in full.items()},
-                        "unpruned_fps": unpruned["estimate_network_performance"]["estimated_throughput_fps"]}}
+            f"{full['BRAM_18K']:,.0f})"
+        )
+        return {
+            "targets": dict(res.kept),
+            "uniform_targets": uniform,
+            "macs": allocation.total_macs(costs, res.kept),
+            "uniform_macs": allocation.total_macs(costs, uniform),
+            "curves": {name: {str(k): round(v, 5) for k, v in c.items()} for name, c in curves.items()},
+            "fit": {
+                "board": self.cfg.fit_board,
+                "target_fps": self.cfg.fit_fps,
+                "clock_ns": self.cfg.clock_ns,
+                "budget": self.cfg.fit_budget,
+                "limits": limits,
+                "predicted_loss": res.loss,
+                "widths": res.widths,
+                "candidates": res.candidates,
+                "cost_probes": res.probes,
+                "predicted": pred.totals,
+                "predicted_upper": res.upper,
+                "predicted_fps": pred.estimated_fps,
+                "predicted_layers": {r: pred.layer_totals(r) for r in ("LUT", "BRAM_18K")},
+                "unpruned": {k: float(v) for k, v in full.items()},
+                "unpruned_fps": unpruned["estimate_network_performance"]["estimated_throughput_fps"],
+            },
+        }
 
     def _select_rule(self, layer_ids: list[int], stage_no: int) -> dict[str, Any]:
         gen = torch.Generator().manual_seed(self.cfg.seed * 104729 + stage_no)
         for i in layer_ids:
             layer, gate = self.gates.at(i)
             n = self.original[layer.name]
-            scores = (baselines.random_scores(n, gen) if self.cfg.method == "random"
-                      else baselines.l1_scores(unit_at(self.net, layer.unit)))
+            scores = (
+                baselines.random_scores(n, gen)
+                if self.cfg.method == "random"
+                else baselines.l1_scores(unit_at(self.net, layer.unit))
+            )
             gate.fix(baselines.top_k_mask(scores, self.targets[layer.name]))
         return {}
 
@@ -464,8 +548,16 @@ class Pruner:
                 extra = self._select_rule(ids, stage_no)
         else:
             params = _set_trainable(self.net, self.gates, self.gates.layers[stage.layer].unit)
-            extra = {"loss": self._train(params, self.cfg.lr_main, self.cfg.main_epochs, stage_no,
-                                         distillation_loss(self.teacher, self.cfg), f"retrain {label}")}
+            extra = {
+                "loss": self._train(
+                    params,
+                    self.cfg.lr_main,
+                    self.cfg.main_epochs,
+                    stage_no,
+                    distillation_loss(self.teacher, self.cfg),
+                    f"retrain {label}",
+                )
+            }
             _set_trainable(self.net, self.gates, None)
         self._record(label, t0, **extra)
         self.done += 1
@@ -475,9 +567,17 @@ class Pruner:
         """Run the remaining stages (at most ``max_stages``); True when all are done."""
         if self.done == 0 and not self.history:
             t0 = time.time()
-            self.history.append({"stage": 0, "label": "unpruned", "accuracy": accuracy(self.net, self.monitor),
-                                 "n": len(self.monitor), "pfr": 0.0, "kept": dict(self.original),
-                                 "wall_time_s": 0.0})
+            self.history.append(
+                {
+                    "stage": 0,
+                    "label": "unpruned",
+                    "accuracy": accuracy(self.net, self.monitor),
+                    "n": len(self.monitor),
+                    "pfr": 0.0,
+                    "kept": dict(self.original),
+                    "wall_time_s": 0.0,
+                }
+            )
             self.wall += time.time() - t0
         ran = 0
         while self.done < len(self.stages) and (max_stages is None or ran < max_stages):

@@ -54,15 +54,17 @@ def _unit_path(net: BinaryNet, unit: BinaryUnit) -> str:
     raise KeyError("unit not found in network")
 
 
-def _chain(net: BinaryNet, units: list[BinaryUnit], names: list[str], spatial: list[int],
-           padded: list[bool]) -> list[PrunableLayer]:
+def _chain(
+    net: BinaryNet, units: list[BinaryUnit], names: list[str], spatial: list[int], padded: list[bool]
+) -> list[PrunableLayer]:
     """A plain chain: unit i feeds unit i + 1; the last one feeds the classifier (not prunable).
 
     ``spatial[i]`` and ``padded[i]`` describe how unit i + 1 reads unit i.
     """
     return [
-        PrunableLayer(names[i], i, _unit_path(net, units[i]),
-                      (Consumer(_unit_path(net, units[i + 1]), spatial[i], padded[i]),))
+        PrunableLayer(
+            names[i], i, _unit_path(net, units[i]), (Consumer(_unit_path(net, units[i + 1]), spatial[i], padded[i]),)
+        )
         for i in range(len(units) - 1)
     ]
 
@@ -92,12 +94,12 @@ def prunable_layers(net: BinaryNet) -> list[PrunableLayer]:
         return _chain(net, units, names, spatial, padded)
     if isinstance(net, NIN):
         units = [m for m in net.features if isinstance(m, BinaryUnit)]
-        return _chain(net, units, names, [1] * len(units),
-                      [units[i + 1].pad.pad > 0 for i in range(len(units) - 1)])
+        return _chain(net, units, names, [1] * len(units), [units[i + 1].pad.pad > 0 for i in range(len(units) - 1)])
     if isinstance(net, ResNet18):
         return [
-            PrunableLayer(names[4 + b], 4 + b, f"blocks.{b}.unit1",
-                          (Consumer(f"blocks.{b}.unit2", 1, block.unit2.pad.pad > 0),))
+            PrunableLayer(
+                names[4 + b], 4 + b, f"blocks.{b}.unit1", (Consumer(f"blocks.{b}.unit2", 1, block.unit2.pad.pad > 0),)
+            )
             for b, block in enumerate(cast(list[BinaryBasicBlock], list(net.blocks)))
         ]
     raise TypeError(f"no pruning topology for {type(net).__name__}")

@@ -19,8 +19,12 @@ _fps_list = v.arg_list(v.arg_float(1.0), "target FPS values")
 def _report_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("build_dirs", type=Path, nargs="+", metavar="DIR", help="build folders of `bnnflow build`")
     p.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.html, *.png)")
-    p.add_argument("--labels", type=_names, default=None,
-                   help="comma-separated names of the builds (default: folder names); the first is the baseline")
+    p.add_argument(
+        "--labels",
+        type=_names,
+        default=None,
+        help="comma-separated names of the builds (default: folder names); the first is the baseline",
+    )
 
 
 def _report(a: argparse.Namespace) -> int:
@@ -33,8 +37,13 @@ def _report(a: argparse.Namespace) -> int:
 
 
 def _sweep_opts(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
-                   help="checkpoint(s) or QONNX model(s); several give one curve each")
+    p.add_argument(
+        "inputs",
+        type=Path,
+        nargs="+",
+        metavar="INPUT",
+        help="checkpoint(s) or QONNX model(s); several give one curve each",
+    )
     p.add_argument("--board", required=True, help="Pynq-Z1 or Pynq-Z2")
     p.add_argument("--fps", type=_fps_list, required=True, help="target FPS values, e.g. 1000,3000,10000")
     p.add_argument("--clock-ns", type=v.arg_float(0.0, lo_open=True), default=10.0)

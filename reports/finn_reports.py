@@ -32,8 +32,13 @@ RESOURCES = "estimate_layer_resources.json"
 PERFORMANCE = "estimate_network_performance.json"
 # What the estimate files must hold for a report to be made from them.
 RESOURCE_KEYS = ("LUT", "BRAM_18K", "DSP")
-PERFORMANCE_KEYS = ("max_cycles", "max_cycles_node_name", "critical_path_cycles",
-                    "estimated_throughput_fps", "estimated_latency_ns")
+PERFORMANCE_KEYS = (
+    "max_cycles",
+    "max_cycles_node_name",
+    "critical_path_cycles",
+    "estimated_throughput_fps",
+    "estimated_latency_ns",
+)
 _REBUILD = "rebuild with `bnnflow build`"
 
 
@@ -43,8 +48,8 @@ class Layer:
 
     name: str
     op_type: str
-    mw: int | None = None          # matrix width (input length of the dot products)
-    mh: int | None = None          # matrix height (output channels / neurons)
+    mw: int | None = None  # matrix width (input length of the dot products)
+    mh: int | None = None  # matrix height (output channels / neurons)
     pe: int | None = None
     simd: int | None = None
     weight_bits: int | None = None
@@ -71,7 +76,7 @@ class Quality:
 
     accuracy: float | None = None
     n: int | None = None
-    source: str = ""               # "simulator (DIR/sim.json)" / "checkpoint (path)" / ""
+    source: str = ""  # "simulator (DIR/sim.json)" / "checkpoint (path)" / ""
     pfr: float | None = None
     method: str | None = None
 
@@ -86,8 +91,8 @@ class Build:
     part: str | None
     clock_ns: float
     layers: list[Layer]
-    total: dict[str, float]        # estimate_layer_resources.json["total"]
-    performance: dict[str, Any]    # estimate_network_performance.json
+    total: dict[str, float]  # estimate_layer_resources.json["total"]
+    performance: dict[str, Any]  # estimate_network_performance.json
     capacity: dict[str, int] | None  # the board's LUT/FF/BRAM_18K/URAM/DSP (the manifest's)
     quality: Quality
     synth: Synth | None
@@ -121,8 +126,9 @@ def _read_cycles(path: Path) -> dict[str, float]:
 def _read_resources(path: Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     obj = read_report(path, "FINN's per-layer resource estimates")
     if not isinstance(obj, dict) or not isinstance(obj.get("total"), dict):
-        raise BnnflowError(f"{path}: malformed FINN report, expected layer -> resources and a 'total' entry; "
-                           f"{_REBUILD}")
+        raise BnnflowError(
+            f"{path}: malformed FINN report, expected layer -> resources and a 'total' entry; {_REBUILD}"
+        )
     out: dict[str, dict[str, float]] = {}
     for name, res in obj.items():
         if not isinstance(res, dict):
@@ -197,8 +203,11 @@ def read_sim(path: Path) -> dict[str, Any] | None:
     redo = f"write it again with `bnnflow sim {path.parent}`"
     rep = read_json(path, "malformed simulator report, not valid JSON", redo)
     acc = rep.get("accuracy") if isinstance(rep, dict) else None
-    if not isinstance(rep, dict) or "accuracy" not in rep or not (
-            acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1)):
+    if (
+        not isinstance(rep, dict)
+        or "accuracy" not in rep
+        or not (acc is None or (isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1))
+    ):
         raise BnnflowError(f"{path}: malformed simulator report (no 'accuracy' between 0 and 1); {redo}")
     return rep
 
@@ -229,8 +238,10 @@ def read_build(path: Path | str, label: str | None = None) -> Build:
     names = list(cycles) + [n for n in resources if n not in cycles]
     unknown = [n for n in names if n not in graph]
     if unknown:
-        raise BnnflowError(f"{rdir / CYCLES}: layers {unknown} are not in {build.accel}; the reports and the "
-                           f"graph come from different builds; {_REBUILD}")
+        raise BnnflowError(
+            f"{rdir / CYCLES}: layers {unknown} are not in {build.accel}; the reports and the "
+            f"graph come from different builds; {_REBUILD}"
+        )
     layers = [Layer(name=n, cycles=cycles.get(n), resources=resources.get(n, {}), **graph[n]) for n in names]
     m = build.manifest
     return Build(

@@ -32,8 +32,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 def layer_bars(builds: list[Build], metric: str, path: Path) -> Path:
     """Grouped bars per layer (one bar per build) of one FINN estimate; layers at zero everywhere omitted."""
     title, get = LAYER_METRICS[metric]
-    names = [n for n in layer_names(builds)
-             if any((la := b.layer(n)) and get(la) for b in builds)]
+    names = [n for n in layer_names(builds) if any((la := b.layer(n)) and get(la) for b in builds)]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names) * max(1, len(builds)) + 2), 4))
     width = 0.8 / len(builds)
     x = np.arange(len(names))

@@ -52,8 +52,12 @@ def _md_table(t: Table) -> str:
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
-    lines = [f"**{t.title}**", "", "| " + " | ".join(esc(c) for c in t.columns) + " |",
-             "|" + "|".join("---:" if i >= t.numeric_from else "---" for i in range(len(t.columns))) + "|"]
+    lines = [
+        f"**{t.title}**",
+        "",
+        "| " + " | ".join(esc(c) for c in t.columns) + " |",
+        "|" + "|".join("---:" if i >= t.numeric_from else "---" for i in range(len(t.columns))) + "|",
+    ]
     for r in t.rows:
         lines.append("| " + " | ".join(esc(fmt(v, c)) for v, c in zip(r, t.columns, strict=True)) + " |")
     if t.note:
@@ -89,26 +93,35 @@ def _html_table(t: Table) -> str:
     body = []
     for r in t.rows:
         cells = "".join(
-            f'<td{" class=n" if i >= t.numeric_from else ""}>{html.escape(fmt(v, c))}</td>'
-            for i, (v, c) in enumerate(zip(r, t.columns, strict=True)))
+            f"<td{' class=n' if i >= t.numeric_from else ''}>{html.escape(fmt(v, c))}</td>"
+            for i, (v, c) in enumerate(zip(r, t.columns, strict=True))
+        )
         body.append(f"<tr>{cells}</tr>")
     note = f'<p class="note">{html.escape(t.note)}</p>' if t.note else ""
-    return (f"<table><caption>{html.escape(t.title)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>{note}")
+    return (
+        f"<table><caption>{html.escape(t.title)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{note}"
+    )
 
 
 def to_html(doc: Document) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{html.escape(doc.title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(doc.title)}</h1>", f"<p>{html.escape(doc.intro)}</p>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(doc.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(doc.title)}</h1>",
+        f"<p>{html.escape(doc.intro)}</p>",
+    ]
     for s in doc.sections:
         parts.append(f"<h2>{html.escape(s.heading)}</h2>")
         if s.text:
             parts.append(f"<p>{html.escape(s.text)}</p>")
         for png, caption in s.images:
             data = base64.b64encode(png.read_bytes()).decode("ascii")
-            parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
         parts += [_html_table(t) for t in s.tables]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

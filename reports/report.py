@@ -29,8 +29,10 @@ def read_builds(dirs: list[Path], labels: list[str] | None = None) -> list[Build
         raise BnnflowError(f"--labels gives {len(labels)} names for {len(dirs)} build folders")
     for d in dirs:
         check_finished(Path(d))
-    builds = [read_build(d, labels[i] if labels else None)
-              for i, d in enumerate(progress(dirs, total=len(dirs), desc="reading builds"))]
+    builds = [
+        read_build(d, labels[i] if labels else None)
+        for i, d in enumerate(progress(dirs, total=len(dirs), desc="reading builds"))
+    ]
     seen: dict[str, int] = {}
     for i, b in enumerate(builds):  # equal folder names (a/build, b/build): add the parent
         if b.label in seen and not labels:
@@ -45,14 +47,17 @@ def check_finished(d: Path) -> None:
     if not d.exists():
         raise BnnflowError(f"{d}: no such build folder; create it with `bnnflow build`")
     if outdir.is_work_link(d):
-        raise BnnflowError(f"{d}: not a finished bnnflow build: a build into it is running or was killed "
-                           f"(it links to {d.readlink()}); wait for it, or rerun `bnnflow build`, which puts "
-                           "back the previous build first")
+        raise BnnflowError(
+            f"{d}: not a finished bnnflow build: a build into it is running or was killed "
+            f"(it links to {d.readlink()}); wait for it, or rerun `bnnflow build`, which puts "
+            "back the previous build first"
+        )
     if not outdir.is_build(d.resolve()):
         fmt = outdir.manifest_format(d)
         why = "no manifest.json" if not (d / outdir.MANIFEST).is_file() else f"manifest format {fmt!r}"
-        raise BnnflowError(f"{d}: not a finished bnnflow build ({why}); report reads folders written by "
-                           "`bnnflow build`")
+        raise BnnflowError(
+            f"{d}: not a finished bnnflow build ({why}); report reads folders written by `bnnflow build`"
+        )
     read_sim(d / SIM_JSON)
 
 
@@ -62,15 +67,26 @@ def document(builds: list[Build], out_dir: Path) -> render.Document:
     summary_png = plots.summary_chart(builds, out_dir / "summary.png")
     bar_pngs = [(plots.layer_bars(builds, m, out_dir / f"layers_{m}.png"), m) for m in BAR_METRICS]
     names = ", ".join(f"{b.label} ({b.root})" for b in builds)
-    sections = [render.Section(
-        "Summary", "Totals, board utilisation, throughput and latency at the build clock, accuracy and PFR.",
-        [summary_table(builds)], [(summary_png, "Resources and throughput (FINN estimates)")])]
-    sections.append(render.Section(
-        "Per layer" + (", side by side" if many else ""),
-        "Bar charts of FINN's per-layer estimates" + (" (one bar per build)." if many else "."),
-        ([folding_compare_table(builds)] + [layer_compare_table(builds, m) for m in ("cycles", "lut", "bram18")]
-         if many else []),
-        [(p, f"{m} per layer") for p, m in bar_pngs]))
+    sections = [
+        render.Section(
+            "Summary",
+            "Totals, board utilisation, throughput and latency at the build clock, accuracy and PFR.",
+            [summary_table(builds)],
+            [(summary_png, "Resources and throughput (FINN estimates)")],
+        )
+    ]
+    sections.append(
+        render.Section(
+            "Per layer" + (", side by side" if many else ""),
+            "Bar charts of FINN's per-layer estimates" + (" (one bar per build)." if many else "."),
+            (
+                [folding_compare_table(builds)] + [layer_compare_table(builds, m) for m in ("cycles", "lut", "bram18")]
+                if many
+                else []
+            ),
+            [(p, f"{m} per layer") for p, m in bar_pngs],
+        )
+    )
     for b in builds:
         sections.append(render.Section(f"Build {b.label}", f"Folder {b.root}.", [layer_table(b)]))
     title = "Resource report: " + " vs ".join(b.label for b in builds)

@@ -36,8 +36,12 @@ MARKER = ".sweep.json"
 
 def plain_name(label: object) -> bool:
     """A label names a folder inside OUT: a plain name (no path separator, not hidden, not . or ..)."""
-    return (isinstance(label, str) and 0 < len(label) <= 255 and not label.startswith(".")
-            and not re.search(r"[/\\\x00]", label))
+    return (
+        isinstance(label, str)
+        and 0 < len(label) <= 255
+        and not label.startswith(".")
+        and not re.search(r"[/\\\x00]", label)
+    )
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,9 @@ def _builder() -> Any:
     try:
         from build_flows.build import build
     except ImportError as exc:
-        raise BnnflowError(f"`bnnflow sweep` needs the build stage (build_flows.build), which cannot be "
-                           f"imported here ({exc})") from exc
+        raise BnnflowError(
+            f"`bnnflow sweep` needs the build stage (build_flows.build), which cannot be imported here ({exc})"
+        ) from exc
     return build
 
 
@@ -67,8 +72,10 @@ def _labels(inputs: list[Path], labels: list[str] | None) -> list[str]:
         out = labels
         for lab in out:
             if not plain_name(lab):
-                raise BnnflowError(f"--labels {lab!r}: a label names a folder inside --out, so it must be a plain "
-                                   "name (no '/' or '\\', not starting with '.')")
+                raise BnnflowError(
+                    f"--labels {lab!r}: a label names a folder inside --out, so it must be a plain "
+                    "name (no '/' or '\\', not starting with '.')"
+                )
     else:
         out = [p.stem for p in inputs]
         for p, lab in zip(inputs, out, strict=True):
@@ -102,8 +109,14 @@ def _check_board(board: str) -> None:
     get_board(board)
 
 
-def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float = 10.0,
-               labels: list[str] | None = None) -> list[Net]:
+def run_builds(
+    inputs: list[Path],
+    board: str,
+    fps: list[float],
+    out_dir: Path,
+    clock_ns: float = 10.0,
+    labels: list[str] | None = None,
+) -> list[Net]:
     """Build every input at every target FPS (reusing finished builds) and read the results."""
     names = _check_args(inputs, fps, clock_ns, labels)
     hashes = {p: sha256_file(p) for p in inputs}
@@ -127,9 +140,14 @@ def run_builds(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
         build(p, board, d, target_fps=int(f) if float(f).is_integer() else f, clock_ns=clock_ns)
         atomic_write(marker, json.dumps(want, indent=2))
     print(f"sweep: {len(jobs) - reused} built, {reused} reused, in {out_dir}")
-    return [Net(name, p, [replace(read_build(out_dir / name / fps_dir_name(f), f"{name} @ {f:g}"), target_fps=f)
-                          for f in fps])
-            for name, p in zip(names, inputs, strict=True)]
+    return [
+        Net(
+            name,
+            p,
+            [replace(read_build(out_dir / name / fps_dir_name(f), f"{name} @ {f:g}"), target_fps=f) for f in fps],
+        )
+        for name, p in zip(names, inputs, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- tables
@@ -137,12 +155,26 @@ def points_table(net: Net) -> Table:
     """One row per target FPS: what FINN's folding reached and what it costs."""
     rows = []
     for b in net.builds:
-        rows.append([b.target_fps, b.performance["estimated_throughput_fps"], b.performance["max_cycles"],
-                     b.performance["max_cycles_node_name"], b.total.get("LUT"), b.total.get("BRAM_18K"),
-                     b.total.get("DSP"), b.quality.accuracy, b.quality.pfr])
-    return Table(f"{net.label}: resources against throughput",
-                 ["Target FPS", "Est. FPS", "Cycles (II)", "Bottleneck", "LUT", "BRAM18", "DSP", "Accuracy", "PFR"],
-                 rows, "FINN's estimates (report/estimate_*.json) of each build.", numeric_from=0)
+        rows.append(
+            [
+                b.target_fps,
+                b.performance["estimated_throughput_fps"],
+                b.performance["max_cycles"],
+                b.performance["max_cycles_node_name"],
+                b.total.get("LUT"),
+                b.total.get("BRAM_18K"),
+                b.total.get("DSP"),
+                b.quality.accuracy,
+                b.quality.pfr,
+            ]
+        )
+    return Table(
+        f"{net.label}: resources against throughput",
+        ["Target FPS", "Est. FPS", "Cycles (II)", "Bottleneck", "LUT", "BRAM18", "DSP", "Accuracy", "PFR"],
+        rows,
+        "FINN's estimates (report/estimate_*.json) of each build.",
+        numeric_from=0,
+    )
 
 
 def equal_fps_table(nets: list[Net], fps: list[float]) -> Table:
@@ -161,33 +193,55 @@ def equal_fps_table(nets: list[Net], fps: list[float]) -> Table:
         base = nets[0].builds[i]
         for n in nets[1:]:
             b = n.builds[i]
-            row += [ratio(base.total.get("LUT"), b.total.get("LUT")),
-                    ratio(base.total.get("BRAM_18K"), b.total.get("BRAM_18K"))]
+            row += [
+                ratio(base.total.get("LUT"), b.total.get("LUT")),
+                ratio(base.total.get("BRAM_18K"), b.total.get("BRAM_18K")),
+            ]
         rows.append(row)
-    return Table("Equal throughput: resources at the same target FPS", cols, rows,
-                 f"× = network / {nets[0].label}.", numeric_from=0)
+    return Table(
+        "Equal throughput: resources at the same target FPS",
+        cols,
+        rows,
+        f"× = network / {nets[0].label}.",
+        numeric_from=0,
+    )
 
 
 def equal_resources_table(nets: list[Net]) -> Table:
     """For each build of the first network as a budget (its LUT and BRAM18), the highest
     estimated FPS each network reaches among its sweep points within that budget."""
-    cols = ["Budget LUT", "Budget BRAM18"] + [f"Best FPS {n.label}" for n in nets] + \
-        [f"FPS × {n.label}" for n in nets[1:]]
+    cols = (
+        ["Budget LUT", "Budget BRAM18"] + [f"Best FPS {n.label}" for n in nets] + [f"FPS × {n.label}" for n in nets[1:]]
+    )
     rows = []
     for budget in nets[0].builds:
         lut, bram = budget.total.get("LUT", 0), budget.total.get("BRAM_18K", 0)
         best = []
         for n in nets:
-            fits = [b.performance["estimated_throughput_fps"] for b in n.builds
-                    if b.total.get("LUT", 0) <= lut and b.total.get("BRAM_18K", 0) <= bram]
+            fits = [
+                b.performance["estimated_throughput_fps"]
+                for b in n.builds
+                if b.total.get("LUT", 0) <= lut and b.total.get("BRAM_18K", 0) <= bram
+            ]
             best.append(max(fits) if fits else None)
         rows.append([lut, bram, *best, *[ratio(best[0], v) for v in best[1:]]])
-    return Table("Equal resources: best throughput within the first network's budgets", cols, rows,
-                 "Among the sweep points only; '–' where no point fits the budget.", numeric_from=0)
+    return Table(
+        "Equal resources: best throughput within the first network's budgets",
+        cols,
+        rows,
+        "Among the sweep points only; '–' where no point fits the budget.",
+        numeric_from=0,
+    )
 
 
-def make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float = 10.0,
-               labels: list[str] | None = None) -> list[Path]:
+def make_sweep(
+    inputs: list[Path],
+    board: str,
+    fps: list[float],
+    out_dir: Path,
+    clock_ns: float = 10.0,
+    labels: list[str] | None = None,
+) -> list[Path]:
     """Run (or resume) the sweep, then write ``sweep.md``, ``sweep.html``, ``sweep.png`` and ``sweep.json``."""
     out_dir = Path(out_dir)
     _check_args(inputs, fps, clock_ns, labels)  # before anything is written
@@ -196,12 +250,18 @@ def make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, 
         return _make_sweep(inputs, board, fps, out_dir, clock_ns, labels)
 
 
-def _make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float,
-                labels: list[str] | None) -> list[Path]:
+def _make_sweep(
+    inputs: list[Path], board: str, fps: list[float], out_dir: Path, clock_ns: float, labels: list[str] | None
+) -> list[Path]:
     nets = run_builds(inputs, board, fps, out_dir, clock_ns, labels)
-    curves = [plots.Curve(n.label, [b.performance["estimated_throughput_fps"] for b in n.builds],
-                          {k: [b.total.get(k, 0) for b in n.builds] for k in ("LUT", "BRAM_18K", "DSP")})
-              for n in nets]
+    curves = [
+        plots.Curve(
+            n.label,
+            [b.performance["estimated_throughput_fps"] for b in n.builds],
+            {k: [b.total.get(k, 0) for b in n.builds] for k in ("LUT", "BRAM_18K", "DSP")},
+        )
+        for n in nets
+    ]
     png = plots.sweep_chart(curves, out_dir / "sweep.png", nets[0].builds[0].capacity)
     tables = [points_table(n) for n in nets]
     if len(nets) > 1:
@@ -210,14 +270,32 @@ def _make_sweep(inputs: list[Path], board: str, fps: list[float], out_dir: Path,
         f"Throughput sweep on {board}: " + " vs ".join(n.label for n in nets),
         f"Each network built at target FPS {', '.join(f'{f:g}' for f in fps)} (clock {clock_ns:g} ns); "
         f"builds in {out_dir}/<network>/fps_<F>/.",
-        [render.Section("Resources against throughput",
-                        "Read vertically for equal throughput, horizontally for equal resources.",
-                        tables, [(png, "LUT and BRAM18 against estimated FPS (FINN)")])])
+        [
+            render.Section(
+                "Resources against throughput",
+                "Read vertically for equal throughput, horizontally for equal resources.",
+                tables,
+                [(png, "LUT and BRAM18 against estimated FPS (FINN)")],
+            )
+        ],
+    )
     md, page = render.write(doc, out_dir, "sweep")
-    data = [{"label": n.label, "input": str(n.input_path),
-             "points": [{"dir": str(b.root), "target_fps": b.target_fps,
-                         "estimated_fps": b.performance["estimated_throughput_fps"], **b.total}
-                        for b in n.builds]} for n in nets]
+    data = [
+        {
+            "label": n.label,
+            "input": str(n.input_path),
+            "points": [
+                {
+                    "dir": str(b.root),
+                    "target_fps": b.target_fps,
+                    "estimated_fps": b.performance["estimated_throughput_fps"],
+                    **b.total,
+                }
+                for b in n.builds
+            ],
+        }
+        for n in nets
+    ]
     js = out_dir / "sweep.json"
     atomic_write(js, json.dumps(data, indent=2))
     return [md, page, png, js]

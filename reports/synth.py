@@ -48,10 +48,10 @@ class Synth:
 
     sources: list[Path]
     layers: dict[str, dict[str, float]] = field(default_factory=dict)  # node -> LUT/FF/SRL/BRAM_36K/BRAM_18K/DSP
-    top: dict[str, float] | None = None       # whole design incl. shell (Vivado's "(top)" row)
+    top: dict[str, float] | None = None  # whole design incl. shell (Vivado's "(top)" row)
     shell: dict[str, dict[str, float]] = field(default_factory=dict)  # shell parts FINN lists (interconnects)
-    ooc: dict[str, Any] | None = None         # ooc_synth_and_timing.json as written
-    wns_ns: float | None = None               # worst negative slack, routed design
+    ooc: dict[str, Any] | None = None  # ooc_synth_and_timing.json as written
+    wns_ns: float | None = None  # worst negative slack, routed design
     fmax_mhz: float | None = None
 
 
@@ -60,9 +60,11 @@ def _numbers(obj: Any, path: Path) -> dict[str, dict[str, float]]:
         raise BnnflowError(f"{path}: malformed post-synthesis report, expected node -> resources; {_FIX}")
     for name, res in obj.items():
         if not isinstance(res, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in res.values()):
-            raise BnnflowError(f"{path}: malformed post-synthesis report, entry {name!r} is not "
-                               f"resource -> number; {_FIX}")
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in res.values()
+        ):
+            raise BnnflowError(
+                f"{path}: malformed post-synthesis report, entry {name!r} is not resource -> number; {_FIX}"
+            )
     return obj
 
 
@@ -89,8 +91,10 @@ def parse_utilization_xml(xml_path: Path, accel_path: Path) -> dict[str, dict[st
             f"output; {_FIX}"
         ) from exc
     if not res:
-        raise BnnflowError(f"{xml_path}: no '(top)' row and no accelerator node found; expected Vivado's "
-                           f"`report_utilization -hierarchical -format xml` of this build; {_FIX}")
+        raise BnnflowError(
+            f"{xml_path}: no '(top)' row and no accelerator node found; expected Vivado's "
+            f"`report_utilization -hierarchical -format xml` of this build; {_FIX}"
+        )
     return res
 
 
@@ -103,8 +107,10 @@ def read_wns(path: Path) -> float:
     except (OSError, UnicodeDecodeError) as exc:
         raise BnnflowError(f"{path}: cannot read the timing report ({exc}); {_FIX}") from exc
     if wns is None:
-        raise BnnflowError(f"{path}: malformed timing report, no 'WNS(ns)' design summary found; expected "
-                           f"Vivado's `report_timing_summary` output; {_FIX}")
+        raise BnnflowError(
+            f"{path}: malformed timing report, no 'WNS(ns)' design summary found; expected "
+            f"Vivado's `report_timing_summary` output; {_FIX}"
+        )
     return wns
 
 
@@ -146,5 +152,12 @@ def read_synth(build: BuildDir) -> Synth | None:
     top = per_node.get(TOP)
     shell = {k: v for k, v in per_node.items() if k.startswith("top_") and k != TOP}
     layers = {k: v for k, v in per_node.items() if k != TOP and k not in shell}
-    return Synth(sources=sources, layers=layers, top=top, shell=shell, ooc=ooc,
-                 wns_ns=wns, fmax_mhz=fmax if fmax is None or math.isfinite(fmax) else None)
+    return Synth(
+        sources=sources,
+        layers=layers,
+        top=top,
+        shell=shell,
+        ooc=ooc,
+        wns_ns=wns,
+        fmax_mhz=fmax if fmax is None or math.isfinite(fmax) else None,
+    )

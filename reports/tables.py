@@ -113,9 +113,11 @@ def summary_table(builds: list[Build]) -> Table:
         for v in vals[1:]:
             row += [delta(vals[0], v), ratio(vals[0], v)]
         rows.append(row)
-    note = (f"Δ = build − {base.label}, × = build / {base.label}. " if len(builds) > 1 else "") + \
-        "Estimates are FINN's (report/estimate_*.json); FINN counts no FIFOs or width converters, " \
+    note = (
+        (f"Δ = build − {base.label}, × = build / {base.label}. " if len(builds) > 1 else "")
+        + "Estimates are FINN's (report/estimate_*.json); FINN counts no FIFOs or width converters, "
         "and BRAM for weights only."
+    )
     return Table("Totals", cols, rows, note)
 
 
@@ -134,8 +136,13 @@ _LAYER_COLS: list[tuple[str, Callable[[Layer], Cell]]] = [
     ("URAM", lambda la: la.resources.get("URAM")),
     ("DSP", lambda la: la.dsp),
 ]
-_SYNTH_COLS = [("LUT syn", "LUT"), ("FF syn", "FF"), ("RAMB36 syn", "BRAM_36K"),
-               ("RAMB18 syn", "BRAM_18K"), ("DSP syn", "DSP")]
+_SYNTH_COLS = [
+    ("LUT syn", "LUT"),
+    ("FF syn", "FF"),
+    ("RAMB36 syn", "BRAM_36K"),
+    ("RAMB18 syn", "BRAM_18K"),
+    ("DSP syn", "DSP"),
+]
 
 
 def layer_table(b: Build) -> Table:
@@ -156,12 +163,15 @@ def layer_table(b: Build) -> Table:
         elif n == "Cycles":
             total[i] = b.performance["max_cycles"]
     rows.append(total)
-    note = ("Cycles, LUT, BRAM18, DSP: FINN's estimates; the total row's Cycles is the initiation interval "
-            "(slowest layer). ")
+    note = (
+        "Cycles, LUT, BRAM18, DSP: FINN's estimates; the total row's Cycles is the initiation interval "
+        "(slowest layer). "
+    )
     if syn_cols and b.synth is not None:
-        note += ("'syn' columns: post-synthesis, from " + ", ".join(p.name for p in b.synth.sources) + ". ")
-    return Table(f"Per layer: {b.label}", ["Layer"] + [n for n, _ in cols] + [n for n, _ in syn_cols], rows,
-                 note, numeric_from=2)
+        note += "'syn' columns: post-synthesis, from " + ", ".join(p.name for p in b.synth.sources) + ". "
+    return Table(
+        f"Per layer: {b.label}", ["Layer"] + [n for n, _ in cols] + [n for n, _ in syn_cols], rows, note, numeric_from=2
+    )
 
 
 def layer_names(builds: list[Build]) -> list[str]:

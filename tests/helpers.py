@@ -11,8 +11,9 @@ import models
 from bnnflow import checkpoint
 
 
-def save_random_net(arch: str, widths: list[int], path: Path, seed: int = 1,
-                    meta: dict | None = None, negative_gamma: float = 0.0) -> Path:
+def save_random_net(
+    arch: str, widths: list[int], path: Path, seed: int = 1, meta: dict | None = None, negative_gamma: float = 0.0
+) -> Path:
     """Save a network with random binary weights and trained-like BatchNorm statistics, so its
     predictions are not degenerate. A fraction ``negative_gamma`` of the BatchNorm scales is
     negative (trained nets have some: the sign activation then flips its comparison)."""

@@ -26,8 +26,21 @@ TFC_CKPT = REPO / "models" / "zoo" / "tfc_w1a1.pt"
 CNV_CKPT = REPO / "models" / "zoo" / "cnv_w1a1.pt"
 BNNFLOW = str(Path(sys.executable).parent / "bnnflow")
 NARROW_CNV = [16, 16, 32, 32, 32, 32, 64, 64]
-MANIFEST_KEYS = {"input", "input_sha256", "board", "part", "clock_ns", "steps", "tools", "skipped", "estimates",
-                 "outputs", "vivado", "target_fps", "dataset"}
+MANIFEST_KEYS = {
+    "input",
+    "input_sha256",
+    "board",
+    "part",
+    "clock_ns",
+    "steps",
+    "tools",
+    "skipped",
+    "estimates",
+    "outputs",
+    "vivado",
+    "target_fps",
+    "dataset",
+}
 
 
 def _brevitas_qonnx(name: str, path: Path) -> Path:
@@ -56,8 +69,12 @@ def _check_build(d: Path) -> dict:
     perf = json.loads((d / "report" / "estimate_network_performance.json").read_text())
     assert res["total"]["LUT"] > 0 and res["total"]["BRAM_18K"] > 0 and perf["estimated_throughput_fps"] > 0
     assert (d / "report" / "estimate_layer_cycles.json").is_file()
-    for f in (m["outputs"]["hw_graph_before_specialization"], m["outputs"]["final_graph"],
-              m["outputs"]["parent_graph"], m["folding_applied"]):
+    for f in (
+        m["outputs"]["hw_graph_before_specialization"],
+        m["outputs"]["final_graph"],
+        m["outputs"]["parent_graph"],
+        m["folding_applied"],
+    ):
         assert (d / f).is_file(), f
     # code generated for every layer, inside DIR, under paths that name DIR
     g = onnx.load(str(d / m["outputs"]["final_graph"]))
@@ -90,8 +107,9 @@ def test_narrow_cnv_build(tmp_path: Path) -> None:
     m = _check_build(d)
     assert r.estimated_fps == m["estimates"]["estimated_throughput_fps"] > 0
     ops = {n.op_type for n in onnx.load(str(d / m["outputs"]["final_graph"])).graph.node}
-    assert {"MVAU_hls", "Pool_hls", "LabelSelect_hls"} <= ops and any(o.startswith("ConvolutionInputGenerator")
-                                                                        for o in ops)
+    assert {"MVAU_hls", "Pool_hls", "LabelSelect_hls"} <= ops and any(
+        o.startswith("ConvolutionInputGenerator") for o in ops
+    )
     _only(tmp_path, "cnv.pt", "out")
 
 
@@ -120,8 +138,23 @@ def test_folding_file_and_rebuild(tfc: Path, tmp_path: Path) -> None:
 
 def test_cli_summary(tfc: Path, tmp_path: Path) -> None:
     d = tmp_path / "cli"
-    res = subprocess.run([BNNFLOW, "build", str(TFC_CKPT), "--board", "Pynq-Z1", "--target-fps", "10000",
-                          "--check", "20", "--out", str(d)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            BNNFLOW,
+            "build",
+            str(TFC_CKPT),
+            "--board",
+            "Pynq-Z1",
+            "--target-fps",
+            "10000",
+            "--check",
+            "20",
+            "--out",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout
     assert "accuracy:" in out and "FPS" in out and "LUT" in out and "BRAM18" in out and str(d) in out
@@ -142,8 +175,11 @@ def test_corrupt_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 50)
     _fails(bad, tmp_path, "not a readable ONNX model")
-    res = subprocess.run([BNNFLOW, "build", str(bad), "--board", "Pynq-Z1", "--target-fps", "100",
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    res = subprocess.run(
+        [BNNFLOW, "build", str(bad), "--board", "Pynq-Z1", "--target-fps", "100", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a readable ONNX model" in res.stderr
     _only(tmp_path, "model.onnx")
 
@@ -157,8 +193,9 @@ def test_unsupported_layer(tmp_path: Path) -> None:
     from brevitas.export import export_qonnx
     from brevitas.nn import QuantIdentity, QuantLinear
 
-    net = torch.nn.Sequential(QuantIdentity(bit_width=1), QuantLinear(16, 8, bias=False, weight_bit_width=1),
-                              torch.nn.Tanh())
+    net = torch.nn.Sequential(
+        QuantIdentity(bit_width=1), QuantLinear(16, 8, bias=False, weight_bit_width=1), torch.nn.Tanh()
+    )
     src = tmp_path / "tanh.onnx"
     export_qonnx(net.eval(), input_t=torch.rand(1, 16), export_path=str(src))
     _fails(src, tmp_path, r"unsupported layer type\(s\).*Tanh")
@@ -184,13 +221,21 @@ def test_zero_padding_of_binary_activations_is_refused(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        QuantIdentity(bit_width=1), QuantConv2d(3, 8, 3, padding=1, bias=False, weight_quant=Binary),
-        torch.nn.BatchNorm2d(8), QuantIdentity(bit_width=1), torch.nn.Flatten(),
-        QuantLinear(8 * 8 * 8, 10, bias=False, weight_quant=Binary))
+        QuantIdentity(bit_width=1),
+        QuantConv2d(3, 8, 3, padding=1, bias=False, weight_quant=Binary),
+        torch.nn.BatchNorm2d(8),
+        QuantIdentity(bit_width=1),
+        torch.nn.Flatten(),
+        QuantLinear(8 * 8 * 8, 10, bias=False, weight_quant=Binary),
+    )
     src = tmp_path / "zero_pad.onnx"
     export_qonnx(net.eval(), input_t=torch.rand(1, 3, 8, 8), export_path=str(src))
-    _fails(src, tmp_path, r"zero_pad.onnx: not supported: the 3x3 convolution on the 8x8x3 binary feature map "
-           r"zero-pads 1-bit \(bipolar\)")
+    _fails(
+        src,
+        tmp_path,
+        r"zero_pad.onnx: not supported: the 3x3 convolution on the 8x8x3 binary feature map "
+        r"zero-pads 1-bit \(bipolar\)",
+    )
 
 
 def test_padded_conv_net_builds(tmp_path: Path) -> None:
@@ -237,8 +282,13 @@ def test_hls_simd_minimum(tmp_path: Path) -> None:
     fold["MVAU_hls_5"]["SIMD"] = 1
     bad = tmp_path / "fold.json"
     bad.write_text(json.dumps(fold))
-    _fails(ckpt, tmp_path, r"MVAU_hls_5: SIMD=1 is below finn-hlslib's minimum .* use SIMD >= 2",
-           target_fps=None, folding=bad)
+    _fails(
+        ckpt,
+        tmp_path,
+        r"MVAU_hls_5: SIMD=1 is below finn-hlslib's minimum .* use SIMD >= 2",
+        target_fps=None,
+        folding=bad,
+    )
 
 
 def test_over_budget_target_fps(tmp_path: Path) -> None:

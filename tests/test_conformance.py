@@ -33,9 +33,22 @@ def _xnor_mvau(thresholds: np.ndarray, mw: int = 6) -> ModelWrapper:
     inp = helper.make_tensor_value_info("inp", TensorProto.FLOAT, [1, mw])
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, mh])
     node = helper.make_node(
-        "MVAU", ["inp", "weights", "thresh"], ["out"], domain=FPGA_DOMAIN, backend="fpgadataflow",
-        MW=mw, MH=mh, SIMD=1, PE=1, inputDataType="BINARY", weightDataType="BINARY",
-        outputDataType="BIPOLAR", ActVal=0, binaryXnorMode=1, noActivation=0, numInputVectors=[1],
+        "MVAU",
+        ["inp", "weights", "thresh"],
+        ["out"],
+        domain=FPGA_DOMAIN,
+        backend="fpgadataflow",
+        MW=mw,
+        MH=mh,
+        SIMD=1,
+        PE=1,
+        inputDataType="BINARY",
+        weightDataType="BINARY",
+        outputDataType="BIPOLAR",
+        ActVal=0,
+        binaryXnorMode=1,
+        noActivation=0,
+        numInputVectors=[1],
     )
     model = ModelWrapper(helper.make_model(helper.make_graph([node], "xnor_mvau", [inp], [out])))
     model.set_tensor_datatype("inp", DataType["BINARY"])
@@ -54,9 +67,19 @@ def _thresholding(thresholds: np.ndarray, idt: str) -> ModelWrapper:
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, c])
     odt = f"UINT{max(1, int(np.ceil(np.log2(steps + 1))))}"
     node = helper.make_node(
-        "Thresholding", ["inp", "thresh"], ["out"], domain=FPGA_DOMAIN, backend="fpgadataflow",
-        NumChannels=c, PE=1, numSteps=steps, inputDataType=idt, weightDataType="INT32",
-        outputDataType=odt, ActVal=0, numInputVectors=[1],
+        "Thresholding",
+        ["inp", "thresh"],
+        ["out"],
+        domain=FPGA_DOMAIN,
+        backend="fpgadataflow",
+        NumChannels=c,
+        PE=1,
+        numSteps=steps,
+        inputDataType=idt,
+        weightDataType="INT32",
+        outputDataType=odt,
+        ActVal=0,
+        numInputVectors=[1],
     )
     model = ModelWrapper(helper.make_model(helper.make_graph([node], "thresholding", [inp], [out])))
     model.set_tensor_datatype("inp", DataType[idt])
@@ -160,9 +183,22 @@ def _int8_mvau(weights: np.ndarray, op: str = "MVAU_hls") -> ModelWrapper:
     out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, mh])
     domain = FPGA_DOMAIN + (".hls" if op.endswith("_hls") else "")
     node = helper.make_node(
-        op, ["inp", "weights", "thresh"], ["out"], domain=domain, backend="fpgadataflow",
-        MW=mw, MH=mh, SIMD=1, PE=1, inputDataType="INT8", weightDataType="BIPOLAR",
-        outputDataType="BIPOLAR", ActVal=0, binaryXnorMode=0, noActivation=0, numInputVectors=[1],
+        op,
+        ["inp", "weights", "thresh"],
+        ["out"],
+        domain=domain,
+        backend="fpgadataflow",
+        MW=mw,
+        MH=mh,
+        SIMD=1,
+        PE=1,
+        inputDataType="INT8",
+        weightDataType="BIPOLAR",
+        outputDataType="BIPOLAR",
+        ActVal=0,
+        binaryXnorMode=0,
+        noActivation=0,
+        numInputVectors=[1],
     )
     model = ModelWrapper(helper.make_model(helper.make_graph([node], "int8_mvau", [inp], [out])))
     model.set_tensor_datatype("inp", DataType["INT8"])
@@ -195,5 +231,4 @@ def test_all_plus_one_weights_stay_buildable() -> None:
     generic_fixed = _int8_mvau(np.ones((3, 1)), op="MVAU").transform(MinimizeWeightBitWidth())
     np.testing.assert_array_equal(_outputs(generic_fixed.transform(NonBinaryMvauWeights()), inputs), before)
     mixed = _int8_mvau(np.array([[1.0], [-1.0], [1.0]])).transform(MinimizeWeightBitWidth())
-    assert getCustomOp(mixed.transform(NonBinaryMvauWeights()).graph.node[0]).get_nodeattr(
-        "weightDataType") != "BINARY"
+    assert getCustomOp(mixed.transform(NonBinaryMvauWeights()).graph.node[0]).get_nodeattr("weightDataType") != "BINARY"

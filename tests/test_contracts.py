@@ -20,16 +20,19 @@ from build_flows.build_dir import MANIFEST_VERSION, SIM_JSON, Manifest, open_bui
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bnnflow", "models", "prune", "hw", "build_flows", "reports", "conformance")
-CORE = {f"bnnflow.{m}" for m in ("errors", "files", "data", "checkpoint", "train", "outdir", "validate",
-                                 "progress", "evaluate")}
+CORE = {
+    f"bnnflow.{m}"
+    for m in ("errors", "files", "data", "checkpoint", "train", "outdir", "validate", "progress", "evaluate")
+}
 PRUNING = {"pfr": 0.25, "method": "contract-test"}
 
 
 @pytest.fixture(scope="module")
 def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("contracts")
-    ckpt = save_random_net("tfc", [48, 40, 64], root / "tfc_small.pt", 5,
-                           {"accuracy": 0.625, "n": 40, "pruning": PRUNING})
+    ckpt = save_random_net(
+        "tfc", [48, 40, 64], root / "tfc_small.pt", 5, {"accuracy": 0.625, "n": 40, "pruning": PRUNING}
+    )
     d = root / "build"
     build(ckpt, "Pynq-Z1", d, target_fps=10000, n_check=0)
     ckpt.unlink()  # readers must not need it
@@ -64,8 +67,9 @@ def test_manifest_is_typed_and_round_trips(tfc: Path) -> None:
 
 
 @pytest.mark.parametrize("version", ["missing", 1, 3])
-def test_a_folder_of_another_layout_is_one_error_saying_rebuild(version: object, tfc: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_of_another_layout_is_one_error_saying_rebuild(
+    version: object, tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = _copy(tfc, tmp_path / "old")
     m = json.loads((d / "manifest.json").read_text())
     if version == "missing":
@@ -73,8 +77,10 @@ def test_a_folder_of_another_layout_is_one_error_saying_rebuild(version: object,
     else:
         m["version"] = version
     (d / "manifest.json").write_text(json.dumps(m))
-    for argv in (["sim", str(d), "--limit", "4", "--finn-limit", "0"],
-                 ["report", str(d), "--out", str(tmp_path / "r")]):
+    for argv in (
+        ["sim", str(d), "--limit", "4", "--finn-limit", "0"],
+        ["report", str(d), "--out", str(tmp_path / "r")],
+    ):
         rc, _, err = _cli(argv, capsys)
         lines = err.strip().splitlines()
         assert rc == 2 and len(lines) == 1, err
@@ -83,8 +89,9 @@ def test_a_folder_of_another_layout_is_one_error_saying_rebuild(version: object,
     assert not (tmp_path / "r").exists() and not (d / SIM_JSON).exists()
 
 
-@pytest.mark.parametrize("key,value", [("clock_ns", "fast"), ("capacity", {"LUT": "many"}), ("pruning", [0.5]),
-                                       ("dataset", 7)])
+@pytest.mark.parametrize(
+    "key,value", [("clock_ns", "fast"), ("capacity", {"LUT": "many"}), ("pruning", [0.5]), ("dataset", 7)]
+)
 def test_a_damaged_entry_is_named(key: str, value: object, tfc: Path, tmp_path: Path) -> None:
     from bnnflow.errors import BnnflowError
 
@@ -97,8 +104,7 @@ def test_a_damaged_entry_is_named(key: str, value: object, tfc: Path, tmp_path: 
 
 
 # ---------------------------------------------------------------- sim -> sim.json -> report
-def test_sim_writes_sim_json_and_report_reads_it(tfc: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_sim_writes_sim_json_and_report_reads_it(tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reports.finn_reports import read_build
 
     d = _copy(tfc, tmp_path / "b")
@@ -157,8 +163,9 @@ def imports(source: str, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                     for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         found |= {n for n in names if n.split(".")[0] in PACKAGES}
     return found
 
@@ -184,8 +191,12 @@ def forbidden(module: str, imported: str) -> str | None:
 
 def layering_violations(sources: dict[str, str]) -> list[str]:
     known = set(sources)
-    return [f"{m} imports {i}: {why}" for m, src in sorted(sources.items()) for i in sorted(imports(src, known))
-            if (why := forbidden(m, i))]
+    return [
+        f"{m} imports {i}: {why}"
+        for m, src in sorted(sources.items())
+        for i in sorted(imports(src, known))
+        if (why := forbidden(m, i))
+    ]
 
 
 def test_layering() -> None:
@@ -193,9 +204,14 @@ def test_layering() -> None:
     assert {"bnnflow.cli", "build_flows.build_dir", "hw.run", "reports.finn_reports"} <= set(sources)
     assert layering_violations(sources) == []
     # the checker finds a bad edge where one is put in
-    bad = dict(sources, **{"bnnflow.data": sources["bnnflow.data"] + "\nfrom hw import run\n",
-                           "models.nets": sources["models.nets"] + "\ndef f():\n    from bnnflow import files\n",
-                           "hw.run": sources["hw.run"] + "\nimport bnnflow.cli\n"})
+    bad = dict(
+        sources,
+        **{
+            "bnnflow.data": sources["bnnflow.data"] + "\nfrom hw import run\n",
+            "models.nets": sources["models.nets"] + "\ndef f():\n    from bnnflow import files\n",
+            "hw.run": sources["hw.run"] + "\nimport bnnflow.cli\n",
+        },
+    )
     assert layering_violations(bad) == [
         "bnnflow.data imports hw.run: bnnflow's core imports no stage",
         "hw.run imports bnnflow.cli: only bnnflow.cli imports the command-line modules",
@@ -207,8 +223,19 @@ def test_the_cli_lists_every_stage_command() -> None:
     """One explicit list, no registration by import side effect and no swallowed import errors."""
     from bnnflow import cli
 
-    assert [c[0] for c in cli.COMMANDS] == ["train", "info", "eval", "prune", "frontier", "export", "build",
-                                            "doctor", "sim", "report", "sweep"]
+    assert [c[0] for c in cli.COMMANDS] == [
+        "train",
+        "info",
+        "eval",
+        "prune",
+        "frontier",
+        "export",
+        "build",
+        "doctor",
+        "sim",
+        "report",
+        "sweep",
+    ]
     tree = ast.parse((REPO / "bnnflow" / "cli.py").read_text())
     caught = [ast.unparse(h.type) for h in ast.walk(tree) if isinstance(h, ast.ExceptHandler) and h.type]
     assert not [c for c in caught if "ImportError" in c or "ModuleNotFoundError" in c]

@@ -98,19 +98,23 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 SLOW = pytest.mark.slow  # 15-30 s each here (a build and a probe): run with -m slow
 
 
-@pytest.mark.parametrize("arch, widths, fps, source, one_sided", [
-    # wide layers (MW 144, 288, ...): the balanced estimate, node for node
-    ("cnv", [16, 16, 32, 32, 32, 32, 64, 64], 3000, "random", None),
-    # widths with few divisors, a target the first layer cannot reach (FINN's two-pass relaxation
-    # folds every layer again for the slowest one), and one fc2 filter all +1 (layer 7)
-    pytest.param("cnv", [8, 24, 40, 40, 56, 56, 48, 64], 50000, "random", 7, marks=SLOW),
-    # trained weights, wide layers: the balanced estimate
-    pytest.param("lfc", [512, 512, 1024], 10000, "lfc_w1a1_pruned.pt", None, marks=SLOW),
-    # random weights in a 27-wide first layer (unsigned input): which estimate is the weights' doing
-    pytest.param("vgg11", [8, 8, 16, 16, 16, 16, 16, 16], 3000, "random", "either", marks=SLOW),
-])
-def test_cost_model_equals_the_build_reports(tmp_path: Path, cache: Path, arch: str, widths: list[int],
-                                             fps: int, source: str, one_sided: int | str | None) -> None:
+@pytest.mark.parametrize(
+    "arch, widths, fps, source, one_sided",
+    [
+        # wide layers (MW 144, 288, ...): the balanced estimate, node for node
+        ("cnv", [16, 16, 32, 32, 32, 32, 64, 64], 3000, "random", None),
+        # widths with few divisors, a target the first layer cannot reach (FINN's two-pass relaxation
+        # folds every layer again for the slowest one), and one fc2 filter all +1 (layer 7)
+        pytest.param("cnv", [8, 24, 40, 40, 56, 56, 48, 64], 50000, "random", 7, marks=SLOW),
+        # trained weights, wide layers: the balanced estimate
+        pytest.param("lfc", [512, 512, 1024], 10000, "lfc_w1a1_pruned.pt", None, marks=SLOW),
+        # random weights in a 27-wide first layer (unsigned input): which estimate is the weights' doing
+        pytest.param("vgg11", [8, 8, 16, 16, 16, 16, 16, 16], 3000, "random", "either", marks=SLOW),
+    ],
+)
+def test_cost_model_equals_the_build_reports(
+    tmp_path: Path, cache: Path, arch: str, widths: list[int], fps: int, source: str, one_sided: int | str | None
+) -> None:
     """Every node of the build equals, exactly, the model's estimate for balanced weights or the one
     for a one-sided column (FINN's widest accumulator, see build_flows.cost); ``one_sided``: None,
     all balanced; a layer index, that layer made one-sided and so estimated; "either": not known
@@ -131,11 +135,15 @@ def test_cost_model_equals_the_build_reports(tmp_path: Path, cache: Path, arch: 
     matched = _variants(cm, widths, build_dir)
     est, wide = cm.estimate(widths), cm.estimate(widths, one_sided=True)
     assert set(matched) == set(est.nodes), "nodes equal to neither estimate"
-    gaps = {n: (wide.nodes[n].resources["LUT"] - est.nodes[n].resources["LUT"],
-                wide.nodes[n].resources["BRAM_18K"] - est.nodes[n].resources["BRAM_18K"]) for n in est.nodes}
+    gaps = {
+        n: (
+            wide.nodes[n].resources["LUT"] - est.nodes[n].resources["LUT"],
+            wide.nodes[n].resources["BRAM_18K"] - est.nodes[n].resources["BRAM_18K"],
+        )
+        for n in est.nodes
+    }
     # the size of the weights' effect: about one LUT per PE (threshold comparators), no BRAM18
-    assert all(0 <= lut <= est.nodes[n].folding.get("PE", 1) + 2 and bram == 0
-               for n, (lut, bram) in gaps.items()), gaps
+    assert all(0 <= lut <= est.nodes[n].folding.get("PE", 1) + 2 and bram == 0 for n, (lut, bram) in gaps.items()), gaps
     if one_sided is None:
         assert _differences(cm, widths, build_dir) == {}  # no one-sided column: the balanced estimate
     elif isinstance(one_sided, int):
@@ -154,8 +162,9 @@ def test_cost_model_equals_the_build_reports(tmp_path: Path, cache: Path, arch: 
 
 
 # ---------------------------------------------------------------- the exact search
-def _brute(cands: list[list[int]], losses: list[dict[int, float]], cost: Any,
-           limits: tuple[float, float]) -> allocation.ChainChoice | None:
+def _brute(
+    cands: list[list[int]], losses: list[dict[int, float]], cost: Any, limits: tuple[float, float]
+) -> allocation.ChainChoice | None:
     best = None
     for chain in itertools.product(*cands):
         parts = [cost(g, chain[g], chain[g + 1]) for g in range(len(chain) - 1)]
@@ -179,8 +188,12 @@ def test_chain_search_equals_brute_force_on_made_up_costs() -> None:
     rng = random.Random(0)
     cands = [[3], [8, 16, 24, 32], [8, 16, 24], [16, 32, 48, 64], [8, 16], [10]]
     losses = [{w: rng.choice([0.0, 0.1, 0.25, rng.random()]) for w in c} for c in cands]
-    table = {(g, a, b): None if rng.random() < 0.1 else (float(rng.randrange(0, 500, 25)), float(rng.randrange(4)))
-             for g in range(len(cands) - 1) for a in cands[g] for b in cands[g + 1]}
+    table = {
+        (g, a, b): None if rng.random() < 0.1 else (float(rng.randrange(0, 500, 25)), float(rng.randrange(4)))
+        for g in range(len(cands) - 1)
+        for a in cands[g]
+        for b in cands[g + 1]
+    }
     cost = lambda g, a, b: table[(g, a, b)]  # noqa: E731
     for limits in [(100.0, 2.0), (900.0, 5.0), (1300.0, 8.0), (1600.0, 20.0), (math.inf, math.inf)]:
         best = _brute(cands, losses, cost, limits)
@@ -273,13 +286,16 @@ def test_unreachable_budgets_are_one_clear_error(tfc_model: CostModel, cache: Pa
         allocation.fit_cost_model(*args[:6], 1e8, 10.0, None, full, cache, lambda _: None)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("lut=2", r"a fraction of the board must be in \(0, 1\]"),
-    ("lut=0", r"must be in \(0, 1\]"),
-    ("dsp=0.5", "give lut=X,bram=Y"),
-    ("lut=0.5,lut=0.4", "lut given twice"),
-    ("bram=lots", "not a number"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("lut=2", r"a fraction of the board must be in \(0, 1\]"),
+        ("lut=0", r"must be in \(0, 1\]"),
+        ("dsp=0.5", "give lut=X,bram=Y"),
+        ("lut=0.5,lut=0.4", "lut given twice"),
+        ("bram=lots", "not a number"),
+    ],
+)
 def test_bad_budget_specs(spec: str, message: str) -> None:
     with pytest.raises(BnnflowError, match=message):
         allocation.parse_budget(spec)
@@ -292,15 +308,18 @@ def test_budget_limits() -> None:
     assert allocation.budget_limits("lut=2x", BOARD, unpruned)["LUT"] == 53200  # never over the board
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fit", "Pynq-Z1"], "needs a positive --target-fps"),
-    (["--fit", "ZCU104", "--target-fps", "1000"], "--fit 'ZCU104': choose one of Pynq-Z1, Pynq-Z2"),
-    (["--fit", "Pynq-Z1", "--target-fps", "1000", "--target-pfr", "0.5"], "drop --target-pfr"),
-    (["--fit", "Pynq-Z1", "--target-fps", "1000", "--allocation", "learned"], "drop --allocation learned"),
-    (["--fit", "Pynq-Z1", "--target-fps", "1000", "--budget", "lut=3"], "fraction of the board"),
-    (["--target-pfr", "0.5", "--target-fps", "1000"], "go with --fit BOARD"),
-    ([], "give --target-pfr P"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fit", "Pynq-Z1"], "needs a positive --target-fps"),
+        (["--fit", "ZCU104", "--target-fps", "1000"], "--fit 'ZCU104': choose one of Pynq-Z1, Pynq-Z2"),
+        (["--fit", "Pynq-Z1", "--target-fps", "1000", "--target-pfr", "0.5"], "drop --target-pfr"),
+        (["--fit", "Pynq-Z1", "--target-fps", "1000", "--allocation", "learned"], "drop --allocation learned"),
+        (["--fit", "Pynq-Z1", "--target-fps", "1000", "--budget", "lut=3"], "fraction of the board"),
+        (["--target-pfr", "0.5", "--target-fps", "1000"], "go with --fit BOARD"),
+        ([], "give --target-pfr P"),
+    ],
+)
 def test_cli_fit_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     src = ZOO / "tfc_w1a1.pt"
     assert cli.main(["prune", str(src), "--out", str(tmp_path / "x.pt"), *args]) == 2
@@ -309,8 +328,9 @@ def test_cli_fit_options(tmp_path: Path, capsys: pytest.CaptureFixture[str], arg
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_prune_to_fit_is_honoured_by_the_built_design(tmp_path: Path, tfc_model: CostModel, cache: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_to_fit_is_honoured_by_the_built_design(
+    tmp_path: Path, tfc_model: CostModel, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``bnnflow prune --fit`` on the shipped TFC with a LUT budget the unpruned network misses: the
     pruned network's real build meets the budget, within the predicted range, node for node one of
     the model's two estimates; fit.md says so."""
@@ -318,9 +338,31 @@ def test_prune_to_fit_is_honoured_by_the_built_design(tmp_path: Path, tfc_model:
     full, smallest = cm.estimate([64, 64, 64]).totals["LUT"], _upper(cm, [32, 32, 64])["LUT"]
     share = round((full + smallest) / 2 / 53200, 5)
     out = tmp_path / "fit.pt"
-    assert cli.main(["prune", str(ZOO / "tfc_w1a1.pt"), "--fit", BOARD, "--target-fps", str(TFC_FPS),
-                     "--budget", f"lut={share}", "--granularity", "32", "--stage-samples", "100",
-                     "--eval-limit", "50", "--cost-cache", str(cache), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "prune",
+                str(ZOO / "tfc_w1a1.pt"),
+                "--fit",
+                BOARD,
+                "--target-fps",
+                str(TFC_FPS),
+                "--budget",
+                f"lut={share}",
+                "--granularity",
+                "32",
+                "--stage-samples",
+                "100",
+                "--eval-limit",
+                "50",
+                "--cost-cache",
+                str(cache),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "within the budget" in capsys.readouterr().out
     net, meta = checkpoint.load(out)
     fit = meta["pruning"]["fit"]

@@ -53,7 +53,7 @@ def test_cifar_augmentation_crops_and_flips() -> None:
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     flips = 0
     for i in range(len(x)):
-        crops = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        crops = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         plain = any(torch.equal(out[i], c) for c in crops)
         flipped = any(torch.equal(out[i], c.flip(-1)) for c in crops)
         assert plain or flipped, f"sample {i} is not a padded crop of its input"

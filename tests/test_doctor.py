@@ -54,8 +54,9 @@ def _script(path: Path, text: str) -> None:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def _hlslib(target: Path, at_pin: bool) -> str:
@@ -75,23 +76,36 @@ def _board_xml(folder: Path, vendor: str, name: str, version: str) -> None:
     (folder / "board.xml").write_text(
         f'<?xml version="1.0" encoding="UTF-8"?>\n<board schema_version="2.1" vendor="{vendor}" name="{name}" '
         f'display_name="{name.upper()}" preset_file="preset.xml">\n  <file_version>{version}</file_version>\n'
-        "  <description>board files</description>\n</board>\n")
+        "  <description>board files</description>\n</board>\n"
+    )
 
 
-def _layout(root: Path, vivado: str = "2024.2", vivado_dir: str = "2024.2", hls: str = "2024.2",
-            hlslib: bool | None = True, board_version: str = "1.0", json_version: str = "3.12.0") -> dict[str, str]:
+def _layout(
+    root: Path,
+    vivado: str = "2024.2",
+    vivado_dir: str = "2024.2",
+    hls: str = "2024.2",
+    hlslib: bool | None = True,
+    board_version: str = "1.0",
+    json_version: str = "3.12.0",
+) -> dict[str, str]:
     """Tools and FINN_DEPS under ``root``; returns the environment that points at them.
 
     ``hlslib``: True at the pinned commit, False at another commit, None absent.
     """
     viv = root / "Xilinx" / "Vivado" / vivado_dir
-    _script(viv / "bin" / "vivado", f'echo "vivado v{vivado} (64-bit)"\necho "Tool Version Limit: {vivado}.11"\n'
-                                    'echo "SW Build 5239630 on Fri Nov 08 22:34:34 MST 2024"\n')
+    _script(
+        viv / "bin" / "vivado",
+        f'echo "vivado v{vivado} (64-bit)"\necho "Tool Version Limit: {vivado}.11"\n'
+        'echo "SW Build 5239630 on Fri Nov 08 22:34:34 MST 2024"\n',
+    )
     (viv / "data" / "xsim" / "include").mkdir(parents=True)
     hls_root = root / "Xilinx" / "Vitis_HLS" / hls
-    _script(hls_root / "bin" / "vitis_hls",
-            f'echo "****** Vitis HLS - High-Level Synthesis from C, C++ and OpenCL v{hls} (64-bit)"\n'
-            'echo "  **** SW Build 5238294 on Nov  8 2024"\n')
+    _script(
+        hls_root / "bin" / "vitis_hls",
+        f'echo "****** Vitis HLS - High-Level Synthesis from C, C++ and OpenCL v{hls} (64-bit)"\n'
+        'echo "  **** SW Build 5238294 on Nov  8 2024"\n',
+    )
     for rel in doctor.HLS_CSIM_FILES:  # names only: a C++ simulation compiled against these fails
         (hls_root / rel).parent.mkdir(parents=True, exist_ok=True)
         (hls_root / rel).write_text("#error fake Vitis HLS header\n")
@@ -102,10 +116,15 @@ def _layout(root: Path, vivado: str = "2024.2", vivado_dir: str = "2024.2", hls:
     _board_xml(deps / "board_files" / "pynq-z1" / "A.0", "www.digilentinc.com", "pynq-z1", board_version)
     js = deps / "nlohmann_json" / "json"
     js.mkdir(parents=True)
-    (js / "CMakeLists.txt").write_text(f"cmake_minimum_required(VERSION 3.1...3.14)\n"
-                                       f"project(nlohmann_json VERSION {json_version} LANGUAGES CXX)\n")
-    return {"XILINX_VIVADO": str(viv), "XILINX_HLS": str(hls_root), "FINN_DEPS": str(deps),
-            "PATH": os.pathsep.join([str(viv / "bin"), str(hls_root / "bin"), os.environ["PATH"]])}
+    (js / "CMakeLists.txt").write_text(
+        f"cmake_minimum_required(VERSION 3.1...3.14)\nproject(nlohmann_json VERSION {json_version} LANGUAGES CXX)\n"
+    )
+    return {
+        "XILINX_VIVADO": str(viv),
+        "XILINX_HLS": str(hls_root),
+        "FINN_DEPS": str(deps),
+        "PATH": os.pathsep.join([str(viv / "bin"), str(hls_root / "bin"), os.environ["PATH"]]),
+    }
 
 
 @pytest.fixture()
@@ -115,8 +134,9 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("FINN_SETTINGS", str(tmp_path / "finn_settings.yaml"))
     monkeypatch.setenv("FINN_DEPS", str(tmp_path / "no_deps"))
-    assert shutil.which("vivado") is None and shutil.which("vitis_hls") is None, \
+    assert shutil.which("vivado") is None and shutil.which("vitis_hls") is None, (
         "this test needs a machine without Vivado"
+    )
     return tmp_path
 
 
@@ -132,16 +152,28 @@ def _by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 # ---------------------------------------------------------------- doctor
 def test_doctor_on_this_machine(clean_env: Path) -> None:
     """No Vivado here: each missing piece is named, with what to do, and doctor exits non-zero."""
-    res = subprocess.run([BNNFLOW, "doctor", "--board", "Pynq-Z1", "--out", str(clean_env)],
-                         capture_output=True, text=True, env=os.environ.copy())
+    res = subprocess.run(
+        [BNNFLOW, "doctor", "--board", "Pynq-Z1", "--out", str(clean_env)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     assert res.returncode == 1, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     status = {ln[14:29].strip(): ln[:13].strip() for ln in lines[:-1]}
     text = {ln[14:29].strip(): ln[30:] for ln in lines[:-1]}
-    assert status == {"Vivado": "missing", "Vitis HLS": "missing", "XSI simulator": "missing",
-                      "g++": "ok" if shutil.which("g++") else "missing", "cmake and make": "ok",
-                      "FINN_DEPS": "missing", "finn-hlslib": "missing", "board files": "missing",
-                      "nlohmann-json": "missing", "disk space": "ok"}, res.stdout
+    assert status == {
+        "Vivado": "missing",
+        "Vitis HLS": "missing",
+        "XSI simulator": "missing",
+        "g++": "ok" if shutil.which("g++") else "missing",
+        "cmake and make": "ok",
+        "FINN_DEPS": "missing",
+        "finn-hlslib": "missing",
+        "board files": "missing",
+        "nlohmann-json": "missing",
+        "disk space": "ok",
+    }, res.stdout
     assert "2022.2 or 2024.2" in text["Vivado"] and "settings64.sh" in text["Vivado"]
     assert _pin()[:12] in text["finn-hlslib"] and "https://github.com/Xilinx/finn-hlslib.git" in text["finn-hlslib"]
     assert "www.digilentinc.com:pynq-z1:part0:1.0" in text["board files"] and "pynq-z1.zip" in text["board files"]
@@ -162,24 +194,39 @@ def test_doctor_complete_fake_layout(clean_env: Path, monkeypatch: pytest.Monkey
     assert c["Vivado"].detail.startswith("2024.2 ") and c["Vitis HLS"].detail.startswith("2024.2 ")
     assert _pin()[:12] in c["finn-hlslib"].detail and "pynq-z1:part0:1.0" in c["board files"].detail
     assert "3.12.0" in c["nlohmann-json"].detail
-    res = subprocess.run([BNNFLOW, "doctor", "--out", str(clean_env)], capture_output=True, text=True,
-                         env=os.environ.copy())
-    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "a bitfile build for Pynq-Z1 can start here", \
+    res = subprocess.run(
+        [BNNFLOW, "doctor", "--out", str(clean_env)], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "a bitfile build for Pynq-Z1 can start here", (
         res.stdout + res.stderr[-2000:]
+    )
 
 
-@pytest.mark.parametrize(("layout", "name", "status", "says"), [
-    ({"vivado": "2023.1", "vivado_dir": "2023.1", "hls": "2023.1"}, "Vivado", "wrong version",
-     r"Vivado 2023\.1 .*supports 2022\.2 or 2024\.2"),
-    ({"vivado_dir": "install"}, "Vivado", "wrong version", r"does not name version 2024\.2"),
-    ({"hls": "2022.2"}, "Vitis HLS", "wrong version", r"Vitis HLS 2022\.2 .*with Vivado 2024\.2"),
-    ({"hlslib": False}, "finn-hlslib", "wrong version", r"is at [0-9a-f]{12}, finn-plus 1\.6\.1 pins"),
-    ({"hlslib": None}, "finn-hlslib", "missing", r"finn-hlslib not found"),
-    ({"board_version": "0.9"}, "board files", "wrong version", r"version 0\.9 .*asks for www\.digilentinc"),
-    ({"json_version": "3.11.3"}, "nlohmann-json", "wrong version", r"version 3\.11\.3, finn-plus downloads 3\.12\.0"),
-])
-def test_doctor_reads_versions_and_hashes(clean_env: Path, monkeypatch: pytest.MonkeyPatch, layout: dict,
-                                          name: str, status: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("layout", "name", "status", "says"),
+    [
+        (
+            {"vivado": "2023.1", "vivado_dir": "2023.1", "hls": "2023.1"},
+            "Vivado",
+            "wrong version",
+            r"Vivado 2023\.1 .*supports 2022\.2 or 2024\.2",
+        ),
+        ({"vivado_dir": "install"}, "Vivado", "wrong version", r"does not name version 2024\.2"),
+        ({"hls": "2022.2"}, "Vitis HLS", "wrong version", r"Vitis HLS 2022\.2 .*with Vivado 2024\.2"),
+        ({"hlslib": False}, "finn-hlslib", "wrong version", r"is at [0-9a-f]{12}, finn-plus 1\.6\.1 pins"),
+        ({"hlslib": None}, "finn-hlslib", "missing", r"finn-hlslib not found"),
+        ({"board_version": "0.9"}, "board files", "wrong version", r"version 0\.9 .*asks for www\.digilentinc"),
+        (
+            {"json_version": "3.11.3"},
+            "nlohmann-json",
+            "wrong version",
+            r"version 3\.11\.3, finn-plus downloads 3\.12\.0",
+        ),
+    ],
+)
+def test_doctor_reads_versions_and_hashes(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, layout: dict, name: str, status: str, says: str
+) -> None:
     """Right file names, wrong contents: each check reads the version string or commit hash."""
     _use(monkeypatch, _layout(clean_env, **layout))
     checks = _by_name(doctor.run_checks("Pynq-Z1", clean_env))
@@ -214,8 +261,11 @@ def test_missing_finn_dependency_install_fails_in_one_line(clean_env: Path, monk
     (clean_env / "deps.yaml").write_text(yaml.safe_dump(defs))
     _use(monkeypatch, {**env, "FINN_DEPS_DEFINITIONS": str(clean_env / "deps.yaml")})
     assert finn_env.vivado_available()
-    with pytest.raises(BnnflowError, match=rf"^FINN dependency finn-hlslib could not be installed from {url} "
-                                           r"by finn-plus's dependency manager \(it needs the network\)"):
+    with pytest.raises(
+        BnnflowError,
+        match=rf"^FINN dependency finn-hlslib could not be installed from {url} "
+        r"by finn-plus's dependency manager \(it needs the network\)",
+    ):
         build(TFC_CKPT, "Pynq-Z1", clean_env / "out", target_fps=1000, n_check=0)
     assert not (clean_env / "out").exists()
 
@@ -269,8 +319,7 @@ def test_time_limit_stops_the_block_and_what_it_started() -> None:
 def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Vivado-free TFC build with FINN's force_minimal_fifos strategy."""
     d = tmp_path_factory.mktemp("tfc_handoff") / "build"
-    build(TFC_CKPT, "Pynq-Z1", d, target_fps=10000, n_check=0, fifo_strategy="force_minimal_fifos",
-          fifo_timeout_min=5)
+    build(TFC_CKPT, "Pynq-Z1", d, target_fps=10000, n_check=0, fifo_strategy="force_minimal_fifos", fifo_timeout_min=5)
     return d
 
 
@@ -295,11 +344,15 @@ def test_handoff_loads_and_resolves(tfc: Path, tmp_path: Path) -> None:
     assert cfg.auto_fifo_depths and cfg.auto_fifo_strategy == bc.AutoFIFOSizingMethod.FORCE_MINIMAL_FIFOS
     want = ("Pynq-Z1", "xc7z020clg400-1", bc.ShellFlowType.VIVADO_ZYNQ)
     assert (cfg.board, cfg.fpga_part, cfg.shell_flow_type) == want
-    assert {bc.DataflowOutputType.BITFILE, bc.DataflowOutputType.PYNQ_DRIVER,
-            bc.DataflowOutputType.DEPLOYMENT_PACKAGE} <= set(cfg.generate_outputs)
+    assert {
+        bc.DataflowOutputType.BITFILE,
+        bc.DataflowOutputType.PYNQ_DRIVER,
+        bc.DataflowOutputType.DEPLOYMENT_PACKAGE,
+    } <= set(cfg.generate_outputs)
     assert cfg.folding_config_file == moved / handoff.FOLDING_FILE
     assert json.loads(cfg.folding_config_file.read_text()) == json.loads(
-        (tfc / "report" / "auto_folding_config.json").read_text())
+        (tfc / "report" / "auto_folding_config.json").read_text()
+    )
     vivado_steps = step_lists()[1]
     cfg.output_dir = str(moved)  # what `finn build` does with a relative output_dir
     steps = resolve_build_steps(cfg)
@@ -313,8 +366,7 @@ def test_handoff_loads_and_resolves(tfc: Path, tmp_path: Path) -> None:
     ran = [s["name"] for s in m["steps"]]
     assert [s["name"] for s in record["steps_run"]] == ran and record["steps_to_run"] == vivado_steps
     replaced = {s["name"]: s["function"] for s in record["steps_run"] if s["replaces_finn_step"]}
-    assert replaced == {n: f"build_flows.steps.{fn.__name__}" for n, fn in STEP_REPLACEMENTS.items()
-                        if n in ran}
+    assert replaced == {n: f"build_flows.steps.{fn.__name__}" for n, fn in STEP_REPLACEMENTS.items() if n in ran}
     # FINN's own builder continues from there (the steps before HLS IP generation need no Vivado)
     cfg.stop_step = "step_assign_ddr_weight_offsets"
     with finn_env.quiet_builder():
@@ -343,9 +395,15 @@ def test_handoff_code_regenerates_identically(tfc: Path, tmp_path: Path) -> None
 
 def test_fifo_depth_file_reaches_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     depths = tmp_path / "depths.json"
-    depths.write_text(json.dumps({"fifo_depths": {"StreamingFIFO_rtl_0": 32},
-                                  "impl_style": {"StreamingFIFO_rtl_0": "rtl"},
-                                  "ram_style": {"StreamingFIFO_rtl_0": "auto"}}))
+    depths.write_text(
+        json.dumps(
+            {
+                "fifo_depths": {"StreamingFIFO_rtl_0": 32},
+                "impl_style": {"StreamingFIFO_rtl_0": "rtl"},
+                "ram_style": {"StreamingFIFO_rtl_0": "auto"},
+            }
+        )
+    )
     d = tmp_path / "out"
     build(TFC_CKPT, "Pynq-Z1", d, target_fps=10000, n_check=0, fifo_depths=depths)
     assert json.loads((d / "manifest.json").read_text())["fifo"]["depths_file"] == str(depths)
@@ -360,8 +418,7 @@ def test_fifo_depth_file_reaches_config(tmp_path: Path, monkeypatch: pytest.Monk
 # ---------------------------------------------------------------- FINN's C++ simulation (sim --cppsim)
 def test_cppsim_names_what_is_missing_here(tfc: Path, clean_env: Path) -> None:
     """No Vitis HLS here: `sim --cppsim` stops before any work, in one line naming each missing piece."""
-    res = subprocess.run([BNNFLOW, "sim", str(tfc), "--cppsim"], capture_output=True, text=True,
-                         env=os.environ.copy())
+    res = subprocess.run([BNNFLOW, "sim", str(tfc), "--cppsim"], capture_output=True, text=True, env=os.environ.copy())
     assert res.returncode == 2 and res.stdout == "" and res.stderr.count("\n") == 1, res.stderr[-2000:]
     msg = res.stderr
     assert msg.startswith("bnnflow: error: --cppsim") and "bnnflow doctor" in msg

@@ -48,8 +48,11 @@ def test_export_agrees_with_brevitas_on_real_images(name: str, n: int, tmp_path:
 
 def test_export_cli(tmp_path: Path) -> None:
     out = tmp_path / "tfc.onnx"
-    res = subprocess.run([BNNFLOW, "export", str(ZOO / "tfc_w1a1.pt"), "--out", str(out), "--check", "50"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [BNNFLOW, "export", str(ZOO / "tfc_w1a1.pt"), "--out", str(out), "--check", "50"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert out.is_file()
     assert "top-1 identical on 100.0%" in res.stdout and "50 mnist test images" in res.stdout

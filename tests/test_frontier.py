@@ -27,9 +27,21 @@ from prune.frontier import CONTROL, POINTS_DIR, FrontConfig, run_front
 REPO = Path(__file__).resolve().parent.parent
 TFC = REPO / "models" / "zoo" / "tfc_w1a1.pt"
 # 0.85x: only fc1 can go (32, 64); 0.79x: both (32, 32); the unpruned TFC needs 1.0x
-FRONT = FrontConfig(board="Pynq-Z1", target_fps=200_000, budgets=("lut=0.85x", "lut=0.79x"), seeds=(0,),
-                    methods=("learned", "random"), granularity=32, stage_samples=300, finetune_epochs=1,
-                    holdout=500, train_limit=2000, eval_limit=200, sim_limit=1000, finn_limit=2)
+FRONT = FrontConfig(
+    board="Pynq-Z1",
+    target_fps=200_000,
+    budgets=("lut=0.85x", "lut=0.79x"),
+    seeds=(0,),
+    methods=("learned", "random"),
+    granularity=32,
+    stage_samples=300,
+    finetune_epochs=1,
+    holdout=500,
+    train_limit=2000,
+    eval_limit=200,
+    sim_limit=1000,
+    finn_limit=2,
+)
 SMALL = replace(FRONT, budgets=FRONT.budgets[:1], methods=("learned",))
 #: what differs between two computations of the same point: when, where, how long
 VOLATILE = {"finished_at", "wall_time_s", "host", "pid", "checkpoint", "build_dir", "log", "source"}
@@ -67,7 +79,8 @@ def small_front(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
 
 
 def test_small_front_on_a_2_worker_cluster_is_reused_on_rerun(
-        small_front: tuple[Path, list[dict[str, Any]], list[str]]) -> None:
+    small_front: tuple[Path, list[dict[str, Any]], list[str]],
+) -> None:
     out, records, lines = small_front
     by = {(r["budget"], r["method"]): r for r in records}
     assert set(by) == {(None, CONTROL), ("lut=0.85x", "learned")}
@@ -118,8 +131,9 @@ def test_rerun_reuses_every_point(front: tuple[Path, list[dict[str, Any]]]) -> N
 
 
 @pytest.mark.slow
-def test_interrupted_front_resumes_with_the_same_points(tmp_path: Path,
-                                                        front: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_interrupted_front_resumes_with_the_same_points(
+    tmp_path: Path, front: tuple[Path, list[dict[str, Any]]]
+) -> None:
     """A front stopped (Ctrl-C: the local cluster goes down with it) after its first point resumes on
     rerun, the point that was cut short from its pruning state, and ends with the points of the
     uninterrupted front (same keys: the same options)."""
@@ -142,18 +156,22 @@ def test_interrupted_front_resumes_with_the_same_points(tmp_path: Path,
     assert [_stable(r) for r in resumed] == [_stable(full[r["key"]]) for r in resumed]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budgets", "lut=abc"], r"--budget lut='abc': not a number"),
-    (["--budgets", "lut=0.8x", "lut=0.8x"], r"--budgets lists a budget twice"),
-    (["--budgets", "lut=0.8x", "--methods", "random"], r"'learned' must be among them"),
-    (["--budgets", "lut=0.8x", "--methods", "learned,lasso"], r"--methods learned,lasso: give distinct names"),
-    (["--budgets", "lut=0.8x", "--seeds", "1,1"], r"--seeds 1,1: give distinct"),
-    (["--budgets", "lut=0.8x", "--holdout", "100"], r"--holdout 100: .* together with --finetune-epochs"),
-    (["--budgets", "lut=0.8x", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], r"--workers sizes the local"),
-    (["--budgets", "lut=0.8x", "--board", "ZCU104"], r"--board 'ZCU104': choose one of"),
-])
-def test_bad_options_are_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
-                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budgets", "lut=abc"], r"--budget lut='abc': not a number"),
+        (["--budgets", "lut=0.8x", "lut=0.8x"], r"--budgets lists a budget twice"),
+        (["--budgets", "lut=0.8x", "--methods", "random"], r"'learned' must be among them"),
+        (["--budgets", "lut=0.8x", "--methods", "learned,lasso"], r"--methods learned,lasso: give distinct names"),
+        (["--budgets", "lut=0.8x", "--seeds", "1,1"], r"--seeds 1,1: give distinct"),
+        (["--budgets", "lut=0.8x", "--holdout", "100"], r"--holdout 100: .* together with --finetune-epochs"),
+        (["--budgets", "lut=0.8x", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], r"--workers sizes the local"),
+        (["--budgets", "lut=0.8x", "--board", "ZCU104"], r"--board 'ZCU104': choose one of"),
+    ],
+)
+def test_bad_options_are_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     base = ["frontier", str(TFC), "--board", "Pynq-Z1", "--target-fps", "200000", "--out", str(tmp_path / "f")]
     assert cli.main(base + args) == 2
     err = capsys.readouterr().err.strip()
@@ -161,16 +179,38 @@ def test_bad_options_are_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     assert not (tmp_path / "f").exists()
 
 
-def test_unreachable_budget_is_one_error_before_any_point(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                          small_front: tuple[Path, list[dict[str, Any]], list[str]]
-                                                          ) -> None:
+def test_unreachable_budget_is_one_error_before_any_point(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], small_front: tuple[Path, list[dict[str, Any]], list[str]]
+) -> None:
     out, _, _ = small_front
-    assert cli.main(["frontier", str(TFC), "--board", "Pynq-Z1", "--target-fps", "200000", "--granularity", "32",
-                     "--budgets", "lut=0.85x", "lut=0.5x", "--cost-cache", str(out / "finn_cost"),
-                     "--out", str(tmp_path / "f")]) == 2
+    assert (
+        cli.main(
+            [
+                "frontier",
+                str(TFC),
+                "--board",
+                "Pynq-Z1",
+                "--target-fps",
+                "200000",
+                "--granularity",
+                "32",
+                "--budgets",
+                "lut=0.85x",
+                "lut=0.5x",
+                "--cost-cache",
+                str(out / "finn_cost"),
+                "--out",
+                str(tmp_path / "f"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and re.search(r"--budgets lut=0.5x: no width vector meets the budget .*"
-                                                    r"the smallest reachable are LUT 1,8\d\d", err), err
+    assert len(err.splitlines()) == 1 and re.search(
+        r"--budgets lut=0.5x: no width vector meets the budget .*"
+        r"the smallest reachable are LUT 1,8\d\d",
+        err,
+    ), err
     assert not (tmp_path / "f" / POINTS_DIR).exists()
 
 
@@ -182,11 +222,31 @@ def test_vgg11_fit_demo(tmp_path: Path) -> None:
     from build_flows.build import build
     from hw.run import sim_report
 
-    src = save_random_net("vgg11", list(models.ARCHS["vgg11"].default_widths), tmp_path / "vgg11.pt", seed=2,
-                          negative_gamma=0.3)
+    src = save_random_net(
+        "vgg11", list(models.ARCHS["vgg11"].default_widths), tmp_path / "vgg11.pt", seed=2, negative_gamma=0.3
+    )
     out = tmp_path / "vgg11_fit.pt"
-    assert cli.main(["prune", str(src), "--fit", "Pynq-Z1", "--target-fps", "1000", "--granularity", "32",
-                     "--stage-samples", "200", "--eval-limit", "100", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "prune",
+                str(src),
+                "--fit",
+                "Pynq-Z1",
+                "--target-fps",
+                "1000",
+                "--granularity",
+                "32",
+                "--stage-samples",
+                "200",
+                "--eval-limit",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fit = checkpoint.read_raw(out)["meta"]["pruning"]["fit"]
     assert fit["unpruned"]["BRAM_18K"] > 280 and fit["within_budget"]
     r = build(out, "Pynq-Z1", tmp_path / "build", target_fps=1000)

@@ -69,8 +69,9 @@ def _corrupt_checkpoint(rng: random.Random, path: Path) -> None:
     obj = torch.load(TFC, weights_only=True)
     sd = obj["state_dict"]
     key = rng.choice(sorted(sd))
-    kind = rng.choice(("nan", "inf", "reshape", "drop_key", "retype_sd", "retype_meta", "widths", "arch",
-                       "dtype", "huge_widths"))
+    kind = rng.choice(
+        ("nan", "inf", "reshape", "drop_key", "retype_sd", "retype_meta", "widths", "arch", "dtype", "huge_widths")
+    )
     if kind in ("nan", "inf") and sd[key].is_floating_point():
         sd[key] = sd[key].clone()
         sd[key].view(-1)[rng.randrange(sd[key].numel())] = float(kind)
@@ -279,13 +280,21 @@ def _tree(root: Path, skip: Path | None = None) -> dict[str, str]:
         if skip is not None and (p == skip or skip in p.parents or p.name == f".{skip.name}.lock"):
             continue
         rel = str(p.relative_to(root))
-        out[rel] = ("link:" + str(p.readlink()) if p.is_symlink() else sha256_file(p) if p.is_file()
-                    else "fifo" if p.is_fifo() else "dir")
+        out[rel] = (
+            "link:" + str(p.readlink())
+            if p.is_symlink()
+            else sha256_file(p)
+            if p.is_file()
+            else "fifo"
+            if p.is_fifo()
+            else "dir"
+        )
     return out
 
 
-def _cli_case(argv: list[str], root: Path, out: Path | None, capsys: pytest.CaptureFixture[str],
-              sources: dict[Path, str]) -> tuple[int, str, str]:
+def _cli_case(
+    argv: list[str], root: Path, out: Path | None, capsys: pytest.CaptureFixture[str], sources: dict[Path, str]
+) -> tuple[int, str, str]:
     """Run one case; check the contract; returns (exit status, stdout, the error line or '')."""
     import signal
 
@@ -345,12 +354,24 @@ def test_cli_fuzzed_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ckpt = case / "c.pt"
         _corrupt_checkpoint(rng, ckpt)
         out = case / "out"
-        kind = ("build" if s % 40 == 19 else "export" if s % 10 == 9 else "eval" if s % 4 == 3 else "info")
-        argv = {"info": ["info", str(ckpt), "--json"],
-                "eval": ["eval", str(ckpt), "--limit", "20", "--json"],
-                "export": ["export", str(ckpt), "--check", "0", "--out", str(out / "x.onnx")],
-                "build": ["build", str(ckpt), "--board", "Pynq-Z1", "--target-fps", "10000", "--check", "0",
-                          "--out", str(out)]}[kind]
+        kind = "build" if s % 40 == 19 else "export" if s % 10 == 9 else "eval" if s % 4 == 3 else "info"
+        argv = {
+            "info": ["info", str(ckpt), "--json"],
+            "eval": ["eval", str(ckpt), "--limit", "20", "--json"],
+            "export": ["export", str(ckpt), "--check", "0", "--out", str(out / "x.onnx")],
+            "build": [
+                "build",
+                str(ckpt),
+                "--board",
+                "Pynq-Z1",
+                "--target-fps",
+                "10000",
+                "--check",
+                "0",
+                "--out",
+                str(out),
+            ],
+        }[kind]
         rc, stdout, _ = _cli_case(argv, case, out, capsys, sources)
         seen.add(rc)
         if rc:
@@ -371,8 +392,9 @@ def test_cli_fuzzed_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert seen == {0, 2}
 
 
-def test_cli_fuzzed_onnx(tfc_build: Path, tfc_onnx: Path, clean_sim: dict[str, Any], tmp_path: Path,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fuzzed_onnx(
+    tfc_build: Path, tfc_onnx: Path, clean_sim: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Corrupted ONNX graphs: a build folder's graphs through sim (most cases), and a QONNX input
     through build (a few)."""
     sources = _sources(tfc_onnx, *sorted((tfc_build / "intermediate_models").glob("*.onnx")))
@@ -408,8 +430,9 @@ def test_cli_fuzzed_onnx(tfc_build: Path, tfc_onnx: Path, clean_sim: dict[str, A
     assert 2 in seen and seen & {0, 1}
 
 
-def test_cli_fuzzed_folding_files(tfc_build: Path, tfc_onnx: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fuzzed_folding_files(
+    tfc_build: Path, tfc_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Corrupted folding files (FINN's own folding of the TFC build, altered) through build."""
     base = json.loads((tfc_build / "report" / "auto_folding_config.json").read_text())
     nodes = sorted(n for n in base if n != "Defaults")
@@ -444,8 +467,13 @@ def test_cli_fuzzed_folding_files(tfc_build: Path, tfc_onnx: Path, tmp_path: Pat
         fold = case / "fold.json"
         fold.write_text(text, encoding="latin-1")
         out = case / "out"
-        rc, _, line = _cli_case(["build", str(tfc_onnx), "--board", "Pynq-Z1", "--folding", str(fold), "--out",
-                                 str(out)], case, out, capsys, sources)
+        rc, _, line = _cli_case(
+            ["build", str(tfc_onnx), "--board", "Pynq-Z1", "--folding", str(fold), "--out", str(out)],
+            case,
+            out,
+            capsys,
+            sources,
+        )
         seen.add(rc)
         if rc == 0:
             m = json.loads((out / "manifest.json").read_text())
@@ -481,8 +509,9 @@ def _damage_build(copy: Path, files: list[Path], tfc_build: Path, rng: random.Ra
         victim.write_bytes(_flip_bytes(data, rng) if how == "flip" else _corrupt_bytes(data, rng))
 
 
-def test_cli_fuzzed_build_folders(tfc_build: Path, clean_sim: dict[str, Any], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fuzzed_build_folders(
+    tfc_build: Path, clean_sim: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Damaged copies of a build through sim (from the graph and from the generated files) and report:
     the clean build's accuracy (its graph is intact), the generated files' differences reported
     (exit 1), or one error."""
@@ -498,9 +527,20 @@ def test_cli_fuzzed_build_folders(tfc_build: Path, clean_sim: dict[str, Any], tm
         _damage_build(copy, files, tfc_build, rng)
         kind = ("sim", "sim-artifacts", "report")[s % 3]
         out = case / "r" if kind == "report" else copy / "sim.json"  # the command's own output
-        argv = (["report", str(copy), "--out", str(out)] if kind == "report" else
-                ["sim", str(copy), "--limit", "8", "--finn-limit", "0", "--json",
-                 *(["--from-artifacts"] if kind == "sim-artifacts" else [])])
+        argv = (
+            ["report", str(copy), "--out", str(out)]
+            if kind == "report"
+            else [
+                "sim",
+                str(copy),
+                "--limit",
+                "8",
+                "--finn-limit",
+                "0",
+                "--json",
+                *(["--from-artifacts"] if kind == "sim-artifacts" else []),
+            ]
+        )
         rc, stdout, _ = _cli_case(argv, case, out, capsys, sources)
         seen.add(rc)
         if kind == "report":

@@ -140,8 +140,26 @@ def test_second_build_into_the_same_out_stops_at_once(tmp_path: Path, monkeypatc
     def prepare(*a, **kw):
         t0 = time.monotonic()
         second["res"] = subprocess.run(
-            [sys.executable, "-c", CLI, "build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000",
-             "--check", "0", "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+            [
+                sys.executable,
+                "-c",
+                CLI,
+                "build",
+                str(TFC),
+                "--board",
+                "Pynq-Z1",
+                "--target-fps",
+                "1000",
+                "--check",
+                "0",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+        )
         second["s"] = time.monotonic() - t0
         return real(*a, **kw)
 
@@ -176,9 +194,27 @@ def test_sigterm_during_a_rebuild_puts_the_previous_build_back(tfc_build: Path, 
     """4: SIGTERM while rebuilding over a good build: the good build is back in place, nothing hidden."""
     out = _copy_build(tfc_build, tmp_path / "out")
     before = (out / "manifest.json").read_text()
-    res = subprocess.run([sys.executable, "-c", SIGTERM_SCRIPT, "build", str(TFC), "--board", "Pynq-Z1",
-                          "--target-fps", "1000", "--check", "0", "--out", str(out)],
-                         capture_output=True, text=True, env=ENV, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SIGTERM_SCRIPT,
+            "build",
+            str(TFC),
+            "--board",
+            "Pynq-Z1",
+            "--target-fps",
+            "1000",
+            "--check",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert res.returncode == 128 + signal.SIGTERM, (res.returncode, res.stderr[-3000:])
     assert "SIGTERM" in res.stderr and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
     assert out.is_dir() and not out.is_symlink()
@@ -186,8 +222,9 @@ def test_sigterm_during_a_rebuild_puts_the_previous_build_back(tfc_build: Path, 
     assert _listing(tmp_path) == ["out"]
 
 
-def test_leftovers_of_a_killed_build_are_cleaned_and_the_previous_build_restored(tfc_build: Path,
-                                                                                tmp_path: Path) -> None:
+def test_leftovers_of_a_killed_build_are_cleaned_and_the_previous_build_restored(
+    tfc_build: Path, tmp_path: Path
+) -> None:
     """4: what a SIGKILLed rebuild leaves (DIR linking to its half build, the previous build hidden in
     .DIR.old-*) is cleaned by the next build into DIR, which first puts the previous build back."""
     _copy_build(tfc_build, tmp_path / ".out.old-abc123")
@@ -238,10 +275,42 @@ def test_nan_weights_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 # ---------------------------------------------------------------- 8: output paths
 OUTPUT_CASES = {
-    "train-out-file": (["train", "--model", "tfc", "--epochs", "1", "--train-limit", "100", "--holdout", "0",
-                        "--eval-limit", "10", "--out", "{file}"], "is a file"),
-    "train-out-readonly": (["train", "--model", "tfc", "--epochs", "1", "--train-limit", "100", "--holdout", "0",
-                            "--eval-limit", "10", "--out", "{ro}/run"], "cannot write"),
+    "train-out-file": (
+        [
+            "train",
+            "--model",
+            "tfc",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "100",
+            "--holdout",
+            "0",
+            "--eval-limit",
+            "10",
+            "--out",
+            "{file}",
+        ],
+        "is a file",
+    ),
+    "train-out-readonly": (
+        [
+            "train",
+            "--model",
+            "tfc",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "100",
+            "--holdout",
+            "0",
+            "--eval-limit",
+            "10",
+            "--out",
+            "{ro}/run",
+        ],
+        "cannot write",
+    ),
     "export-out-folder": (["export", str(TFC), "--check", "0", "--out", "{dir}"], "is a folder"),
     "export-out-readonly": (["export", str(TFC), "--check", "0", "--out", "{ro}/x.onnx"], "cannot write"),
     "export-out-under-file": (["export", str(TFC), "--check", "0", "--out", "{file}/x.onnx"], "is a file"),
@@ -250,18 +319,25 @@ OUTPUT_CASES = {
     "report-out-file": (["report", "{build}", "--out", "{file}"], "is a file"),
     "report-out-readonly": (["report", "{build}", "--out", "{ro}/r"], "cannot write"),
     "sweep-out-file": (["sweep", str(TFC), "--board", "Pynq-Z1", "--fps", "1000", "--out", "{file}"], "is a file"),
-    "sweep-out-readonly": (["sweep", str(TFC), "--board", "Pynq-Z1", "--fps", "1000", "--out", "{ro}/s"],
-                           "cannot write"),
-    "build-out-under-file": (["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0",
-                              "--out", "{file}/b"], "is a file"),
-    "build-out-readonly": (["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0",
-                            "--out", "{ro}/b"], "cannot write"),
+    "sweep-out-readonly": (
+        ["sweep", str(TFC), "--board", "Pynq-Z1", "--fps", "1000", "--out", "{ro}/s"],
+        "cannot write",
+    ),
+    "build-out-under-file": (
+        ["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", "{file}/b"],
+        "is a file",
+    ),
+    "build-out-readonly": (
+        ["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", "{ro}/b"],
+        "cannot write",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(OUTPUT_CASES))
-def test_unwritable_output_paths_are_one_line(case: str, tfc_build: Path, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_output_paths_are_one_line(
+    case: str, tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """8: an output path that is a folder, a file or read-only: one line naming it, nothing written."""
     argv, what = OUTPUT_CASES[case]
     afile, adir = tmp_path / "afile", tmp_path / "adir"
@@ -269,8 +345,13 @@ def test_unwritable_output_paths_are_one_line(case: str, tfc_build: Path, tmp_pa
     adir.mkdir()
     npy = tmp_path / "x.npy"
     np.save(npy, np.zeros((2, 1, 28, 28), dtype=np.uint8))
-    subst = {"file": str(afile), "dir": str(adir), "ro": str(_readonly(tmp_path)), "build": str(tfc_build),
-             "npy": str(npy)}
+    subst = {
+        "file": str(afile),
+        "dir": str(adir),
+        "ro": str(_readonly(tmp_path)),
+        "build": str(tfc_build),
+        "npy": str(npy),
+    }
     line = _one_error([a.format(**subst) for a in argv], capsys, what)
     assert str(tmp_path) in line or "/sys/" in line
     assert afile.read_text() == "x" and _listing(adir) == []
@@ -301,8 +382,9 @@ NUMBER_CASES = {
 
 
 @pytest.mark.parametrize("case", list(NUMBER_CASES))
-def test_nonsense_numbers_are_one_line(case: str, tfc_build: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_nonsense_numbers_are_one_line(
+    case: str, tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """8, 10: NaN, infinite, zero or negative counts, unreachable targets: refused in one line."""
     argv, option = NUMBER_CASES[case]
     argv = [a.format(build=tfc_build) for a in argv]
@@ -346,8 +428,9 @@ STATES = {
 
 
 @pytest.mark.parametrize("kind", list(STATES))
-def test_corrupt_or_foreign_train_state_on_resume(kind: str, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_or_foreign_train_state_on_resume(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """8: a corrupt or foreign state.pt on --resume: one line naming it."""
     run = tmp_path / "run"
     run.mkdir()
@@ -360,9 +443,16 @@ def test_corrupt_or_foreign_train_state_on_resume(kind: str, tmp_path: Path,
 
             from bnnflow.train import TrainConfig
 
-            state = {"format": "bnnflow-train-state", "epoch": 1, "history": [], "wall_time_s": 0.0,
-                     "optimizer": {}, "checkpoint": [1, 2], "best": None,
-                     "config": asdict(TrainConfig(arch="tfc", epochs=1, holdout=0, train_limit=100, eval_limit=10))}
+            state = {
+                "format": "bnnflow-train-state",
+                "epoch": 1,
+                "history": [],
+                "wall_time_s": 0.0,
+                "optimizer": {},
+                "checkpoint": [1, 2],
+                "best": None,
+                "config": asdict(TrainConfig(arch="tfc", epochs=1, holdout=0, train_limit=100, eval_limit=10)),
+            }
         torch.save(state, run / "state.pt")
     _one_error(TRAIN + ["--train-limit", "100", "--out", str(run), "--resume"], capsys, "state.pt")
     assert _listing(run) == ["state.pt"]
@@ -384,8 +474,9 @@ def test_sim_input_files(tfc_build: Path, tmp_path: Path, capsys: pytest.Capture
     text.write_text("1 2 3\n")
     y = tmp_path / "y.npy"
     _one_error(["sim", str(tfc_build), "--input", str(scalar), "--output", str(y)], capsys, str(scalar), "scalar")
-    line = _one_error(["sim", str(tfc_build), "--input", str(text), "--output", str(y)], capsys, str(text),
-                      "not a .npy file")
+    line = _one_error(
+        ["sim", str(tfc_build), "--input", str(text), "--output", str(y)], capsys, str(text), "not a .npy file"
+    )
     assert "pickled" not in line
     assert not y.exists()
 
@@ -417,8 +508,11 @@ def _save_raw(tmp_path: Path, name: str, **changes) -> Path:
 
 def test_checkpoint_entries_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """8: a checkpoint whose state_dict or meta is not a dict: one line."""
-    for name, change in (("sd.pt", {"state_dict": [1, 2]}), ("meta.pt", {"meta": "x"}),
-                         ("widths.pt", {"widths": "64,64,64"})):
+    for name, change in (
+        ("sd.pt", {"state_dict": [1, 2]}),
+        ("meta.pt", {"meta": "x"}),
+        ("widths.pt", {"widths": "64,64,64"}),
+    ):
         path = _save_raw(tmp_path, name, **change)
         with pytest.raises(CheckpointError, match=str(path)):
             checkpoint.load(path)
@@ -449,8 +543,10 @@ def test_widths_are_bounded_before_allocation(tmp_path: Path) -> None:
 def test_folding_with_external_weights_is_refused(tmp_path: Path) -> None:
     """10: mem_mode external builds an accelerator without its weights (sim refuses it): refused first."""
     fold = tmp_path / "fold.json"
-    for cfg in ({"MVAU_hls_0": {"PE": 1, "mem_mode": "external"}},
-                {"Defaults": {"mem_mode": ["external", ["MVAU_hls"]]}}):
+    for cfg in (
+        {"MVAU_hls_0": {"PE": 1, "mem_mode": "external"}},
+        {"Defaults": {"mem_mode": ["external", ["MVAU_hls"]]}},
+    ):
         fold.write_text(json.dumps(cfg))
         with pytest.raises(BnnflowError, match="mem_mode"):
             build(TFC, "Pynq-Z1", tmp_path / "b", folding=fold, n_check=0)
@@ -508,16 +604,16 @@ def test_checkpoint_with_python_objects_says_what_it_holds(tmp_path: Path) -> No
     assert "False" not in msg and "trust" not in msg and "\x1b" not in msg
 
 
-def test_finn_error_names_the_folding_file(tfc_build: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finn_error_names_the_folding_file(tfc_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """13: FINN failing while it applies a folding file names that file, not the build's model.onnx."""
     from finn.builder import build_dataflow_steps
 
     def step_apply_folding_config(model, cfg):  # FINN's step, failing
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(build_dataflow_steps.build_dataflow_step_lookup, "step_apply_folding_config",
-                        step_apply_folding_config)
+    monkeypatch.setitem(
+        build_dataflow_steps.build_dataflow_step_lookup, "step_apply_folding_config", step_apply_folding_config
+    )
     fold = tmp_path / "fold.json"
     fold.write_text((tfc_build / "report" / "auto_folding_config.json").read_text())
     with pytest.raises(BnnflowError) as err:
@@ -527,8 +623,9 @@ def test_finn_error_names_the_folding_file(tfc_build: Path, tmp_path: Path,
     assert _listing(tmp_path) == ["fold.json"]
 
 
-def test_interrupted_build_does_not_suggest_resume(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupted_build_does_not_suggest_resume(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """13: Ctrl-C in `build` does not point to a --resume that build does not have."""
     import build_flows.build as bb
 
@@ -536,8 +633,9 @@ def test_interrupted_build_does_not_suggest_resume(monkeypatch: pytest.MonkeyPat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(bb, "build", interrupted)
-    rc, err = _cli(["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--out",
-                    str(tmp_path / "b")], capsys)
+    rc, err = _cli(
+        ["build", str(TFC), "--board", "Pynq-Z1", "--target-fps", "1000", "--out", str(tmp_path / "b")], capsys
+    )
     assert rc == 130 and "interrupted" in err and "--resume" not in err
 
 
@@ -554,30 +652,39 @@ def test_bad_sim_json_says_how_to_rewrite_it(tfc_build: Path, tmp_path: Path) ->
 
 
 # ---------------------------------------------------------------- 11 and the prune parts of 8, 10
-def test_prune_out_equal_to_the_input_is_refused_before_any_work(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_out_equal_to_the_input_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "tfc.pt"
     shutil.copyfile(TFC, src)
     before = src.read_bytes()
     link = tmp_path / "same.pt"
     link.symlink_to(src)
     for out in (src, link):
-        _one_error(["prune", str(src), "--target-pfr", "0.5", "--out", str(out)], capsys,
-                   "is the checkpoint being pruned")
+        _one_error(
+            ["prune", str(src), "--target-pfr", "0.5", "--out", str(out)], capsys, "is the checkpoint being pruned"
+        )
     assert src.read_bytes() == before and not (tmp_path / "tfc_work").exists()
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--lr-main", "nan"], "--lr-main"), (["--kd-temp", "0"], "--kd-temp"), (["--batch-size", "0"], "--batch-size"),
-    (["--granularity", "-2"], "--granularity"), (["--seed", "-1"], "--seed"), (["--sparsity", "inf"], "--sparsity"),
-])
-def test_prune_numeric_options_are_checked(argv: list[str], fragment: str,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--lr-main", "nan"], "--lr-main"),
+        (["--kd-temp", "0"], "--kd-temp"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--granularity", "-2"], "--granularity"),
+        (["--seed", "-1"], "--seed"),
+        (["--sparsity", "inf"], "--sparsity"),
+    ],
+)
+def test_prune_numeric_options_are_checked(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
     _one_error(["prune", str(TFC), "--target-pfr", "0.5", "--out", "/tmp/never.pt", *argv], capsys, fragment)
 
 
-def test_prune_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_out_that_cannot_be_written_fails_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "x.pt"
     folder.mkdir()
     _one_error(["prune", str(TFC), "--target-pfr", "0.5", "--out", str(folder)], capsys, "is a folder")
@@ -601,10 +708,12 @@ def test_copied_build_is_checked_against_its_own_files(tfc_build: Path, tmp_path
         load(copy)
 
 
-@pytest.mark.parametrize("graph", ["step_hw_codegen.onnx", "step_create_dataflow_partition.onnx",
-                                   "dataflow_parent.onnx"])
-def test_missing_graph_is_not_replaced_silently(tfc_build: Path, tmp_path: Path, graph: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "graph", ["step_hw_codegen.onnx", "step_create_dataflow_partition.onnx", "dataflow_parent.onnx"]
+)
+def test_missing_graph_is_not_replaced_silently(
+    tfc_build: Path, tmp_path: Path, graph: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = _copy_build(tfc_build, tmp_path / "copy")
     (copy / "intermediate_models" / graph).unlink()
     _one_error(["sim", str(copy), "--limit", "5"], capsys, graph, "missing")
@@ -615,9 +724,11 @@ def test_simulator_kernels_cache_outside_the_package(tmp_path: Path) -> None:
     """Compiled kernels go to bnnflow's cache folder, not beside hw/kernels.py (a read-only install)."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["BNNFLOW_CACHE_DIR"] = str(tmp_path / "cache")
-    code = ("import numpy as np, numba.core.config as c; from hw import kernels as k; "
-            "print(c.CACHE_DIR); "
-            "k.apply_lut(np.zeros((2, 3), np.int64), np.zeros((3, 4), np.int64), 0)")
+    code = (
+        "import numpy as np, numba.core.config as c; from hw import kernels as k; "
+        "print(c.CACHE_DIR); "
+        "k.apply_lut(np.zeros((2, 3), np.int64), np.zeros((3, 4), np.int64), 0)"
+    )
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[0] == str(tmp_path / "cache" / "numba")
@@ -663,12 +774,26 @@ def test_failed_sweep_leaves_no_empty_folders(tmp_path: Path) -> None:
     assert _listing(kept) == ["notes.txt"] and _listing(tmp_path) == ["bad.onnx", "kept"]
 
 
-TRAIN_RUN = ["train", "--model", "tfc", "--epochs", "1", "--train-limit", "200", "--holdout", "0",
-             "--eval-limit", "20", "--batch-size", "50"]
+TRAIN_RUN = [
+    "train",
+    "--model",
+    "tfc",
+    "--epochs",
+    "1",
+    "--train-limit",
+    "200",
+    "--holdout",
+    "0",
+    "--eval-limit",
+    "20",
+    "--batch-size",
+    "50",
+]
 
 
-def test_second_train_into_the_same_out_stops_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_train_into_the_same_out_stops_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """3 (for train): while a run trains into OUT, a second `bnnflow train` into OUT (another process)
     stops at once with one line; the first run's files are its own."""
     import bnnflow.train as bt
@@ -680,8 +805,13 @@ def test_second_train_into_the_same_out_stops_at_once(tmp_path: Path, monkeypatc
     def epoch(*a, **kw):
         if "res" not in second:
             t0 = time.monotonic()
-            second["res"] = subprocess.run([sys.executable, "-c", CLI, *TRAIN_RUN, "--seed", "7", "--out", str(out)],
-                                           capture_output=True, text=True, env=ENV, timeout=600)
+            second["res"] = subprocess.run(
+                [sys.executable, "-c", CLI, *TRAIN_RUN, "--seed", "7", "--out", str(out)],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=600,
+            )
             second["s"] = time.monotonic() - t0
         return real(*a, **kw)
 
@@ -706,8 +836,9 @@ def tfc_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-def test_qonnx_with_non_finite_weights_is_refused_before_finn(value: float, tfc_onnx: Path, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_qonnx_with_non_finite_weights_is_refused_before_finn(
+    value: float, tfc_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """5 (QONNX input): a weight that is NaN or infinite is one error before FINN runs, naming the tensor."""
     import onnx
     from onnx import numpy_helper
@@ -724,14 +855,17 @@ def test_qonnx_with_non_finite_weights_is_refused_before_finn(value: float, tfc_
     with pytest.raises(BnnflowError, match=f"not finite.*{inits[0].name}"):
         prepare_input(bad, tmp_path / "m.onnx", 0, None)
     t0 = time.monotonic()
-    _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--out", str(tmp_path / "b")],
-               capsys, str(bad), "not finite")
+    _one_error(
+        ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--out", str(tmp_path / "b")],
+        capsys,
+        str(bad),
+        "not finite",
+    )
     assert time.monotonic() - t0 < 30
     assert _listing(tmp_path) == ["bad.onnx"]
 
 
-def test_checkpoint_whose_export_is_not_finite_is_refused(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_whose_export_is_not_finite_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """5 (exported from a checkpoint): finite weights with a negative BatchNorm variance give NaN
     (sqrt of a negative number) in Brevitas and in FINN's thresholds: refused by every command."""
     raw = torch.load(TFC, weights_only=True)
@@ -746,19 +880,25 @@ def test_checkpoint_whose_export_is_not_finite_is_refused(tmp_path: Path,
     assert _listing(tmp_path) == ["negvar.pt"]
 
 
-def test_damaged_manifest_advice_is_one_that_works(tfc_build: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_damaged_manifest_advice_is_one_that_works(
+    tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """13: `bnnflow build` refuses a folder whose manifest it cannot read, so the advice for one is not
     "rebuild it" (which then fails) but to remove it or build elsewhere; it names the problem."""
     d = _copy_build(tfc_build, tmp_path / "tfc")
     (d / "manifest.json").write_text("{bad")
-    line = _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, str(d / "manifest.json"),
-                      "not valid JSON")
+    line = _one_error(
+        ["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, str(d / "manifest.json"), "not valid JSON"
+    )
     assert "remove" in line or "another --out" in line, line
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(GARBAGE_ONNX)
-    line = _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0",
-                       "--out", str(d)], capsys, str(d / "manifest.json"), "not valid JSON")
+    line = _one_error(
+        ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", str(d)],
+        capsys,
+        str(d / "manifest.json"),
+        "not valid JSON",
+    )
     assert (d / "manifest.json").read_text() == "{bad"
 
 
@@ -772,8 +912,9 @@ def _unprivileged() -> list[str]:
 
 
 @pytest.mark.parametrize("kind", ["permission", "fifo", "folder"])
-def test_unreadable_manifest_is_one_line(kind: str, tfc_build: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_manifest_is_one_line(
+    kind: str, tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An unreadable manifest.json (no read permission, a FIFO that would block, a folder): one line
     naming it from sim, report and build --out, never a traceback, a hang or a silent default."""
     d = _copy_build(tfc_build, tmp_path / "tfc")
@@ -782,10 +923,17 @@ def test_unreadable_manifest_is_one_line(kind: str, tfc_build: Path, tmp_path: P
     if kind == "permission":
         m.write_text((tfc_build / "manifest.json").read_text())
         m.chmod(0)
-        for argv in (["sim", str(d), "--limit", "5", "--finn-limit", "0"], ["report", str(d), "--out",
-                                                                              str(tmp_path / "r")]):
-            res = subprocess.run([*_unprivileged(), sys.executable, "-c", CLI, *argv], capture_output=True,
-                                 text=True, env=ENV, timeout=300)
+        for argv in (
+            ["sim", str(d), "--limit", "5", "--finn-limit", "0"],
+            ["report", str(d), "--out", str(tmp_path / "r")],
+        ):
+            res = subprocess.run(
+                [*_unprivileged(), sys.executable, "-c", CLI, *argv],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=300,
+            )
             assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
             assert res.stderr.count("\n") == 1 and str(m) in res.stderr and "Permission denied" in res.stderr
         return
@@ -795,16 +943,20 @@ def test_unreadable_manifest_is_one_line(kind: str, tfc_build: Path, tmp_path: P
         m.mkdir()
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(GARBAGE_ONNX)
-    for argv in (["sim", str(d), "--limit", "5", "--finn-limit", "0"], ["report", str(d), "--out", str(tmp_path / "r")],
-                 ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", str(d)]):
+    for argv in (
+        ["sim", str(d), "--limit", "5", "--finn-limit", "0"],
+        ["report", str(d), "--out", str(tmp_path / "r")],
+        ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", str(d)],
+    ):
         with _alarm(60):
             _one_error(argv, capsys, str(m))
     assert not (tmp_path / "r").exists() and (m.is_fifo() if kind == "fifo" else m.is_dir())
 
 
 @pytest.mark.parametrize("manifest", ["listed", "no-outputs", "outputs-not-a-dict", "absent"])
-def test_manifest_without_outputs_is_checked_not_trusted(manifest: str, tfc_build: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_manifest_without_outputs_is_checked_not_trusted(
+    manifest: str, tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """7: a graph the manifest lists must be there, or sim fails naming the missing one; a manifest
     that lists no outputs (or no manifest) does not switch the check off: sim refuses the folder."""
     d = _copy_build(tfc_build, tmp_path / "tfc")
@@ -815,14 +967,18 @@ def test_manifest_without_outputs_is_checked_not_trusted(manifest: str, tfc_buil
         m.pop("outputs") if manifest == "no-outputs" else m.update(outputs=["x"])
         (d / "manifest.json").write_text(json.dumps(m))
     (d / "intermediate_models" / "step_hw_codegen.onnx").unlink()
-    expect = {"listed": ("step_hw_codegen.onnx", "missing"), "no-outputs": ("manifest.json", "'outputs'"),
-              "outputs-not-a-dict": ("manifest.json", "outputs is ['x']"),
-              "absent": ("not a bnnflow build folder", "no manifest.json")}[manifest]
+    expect = {
+        "listed": ("step_hw_codegen.onnx", "missing"),
+        "no-outputs": ("manifest.json", "'outputs'"),
+        "outputs-not-a-dict": ("manifest.json", "outputs is ['x']"),
+        "absent": ("not a bnnflow build folder", "no manifest.json"),
+    }[manifest]
     _one_error(["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, *expect)
 
 
-def test_manifest_outputs_stay_inside_the_build(tfc_build: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_manifest_outputs_stay_inside_the_build(
+    tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """7: a manifest's outputs name files inside the build folder (not ../elsewhere)."""
     d = _copy_build(tfc_build, tmp_path / "tfc")
     m = json.loads((d / "manifest.json").read_text())
@@ -845,13 +1001,19 @@ KILL_TRAIN = textwrap.dedent("""
 """)
 
 
-def test_temporaries_of_a_killed_train_are_cleaned_by_the_next_run(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_temporaries_of_a_killed_train_are_cleaned_by_the_next_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A train run SIGKILLed while writing model.pt leaves its temporary file and its lock; the next
     run into the same folder (--resume) removes both and writes the run's files."""
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-c", KILL_TRAIN, *TRAIN_RUN, "--out", str(out)], capture_output=True,
-                         text=True, env=ENV, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", KILL_TRAIN, *TRAIN_RUN, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert [p for p in _listing(out) if p.startswith(".model.pt.")], _listing(out)  # what SIGKILL left
     rc, err = _cli([*TRAIN_RUN, "--out", str(out), "--resume"], capsys)
@@ -885,20 +1047,42 @@ KILL_BUILD = textwrap.dedent("""
 """)
 
 
-def test_a_build_killed_during_a_rebuild_is_restored_by_the_next_run(tfc_build: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_build_killed_during_a_rebuild_is_restored_by_the_next_run(
+    tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """4, SIGKILL (no handler runs): DIR is left linking to a half build, the good build hidden; the
     next build into DIR, even a failing one, puts the good build back and removes every leftover."""
     out = _copy_build(tfc_build, tmp_path / "out")
     before = (out / "manifest.json").read_text()
-    res = subprocess.run([sys.executable, "-c", KILL_BUILD, "build", str(TFC), "--board", "Pynq-Z1",
-                          "--target-fps", "1000", "--check", "0", "--out", str(out)],
-                         capture_output=True, text=True, env=ENV, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILL_BUILD,
+            "build",
+            str(TFC),
+            "--board",
+            "Pynq-Z1",
+            "--target-fps",
+            "1000",
+            "--check",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     assert out.is_symlink() and any(p.startswith(".out.old-") for p in _listing(tmp_path))  # what SIGKILL left
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(GARBAGE_ONNX)
-    _one_error(["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out",
-                str(out)], capsys, "not a readable ONNX model")
+    _one_error(
+        ["build", str(bad), "--board", "Pynq-Z1", "--target-fps", "1000", "--check", "0", "--out", str(out)],
+        capsys,
+        "not a readable ONNX model",
+    )
     assert out.is_dir() and not out.is_symlink() and (out / "manifest.json").read_text() == before
     assert _listing(tmp_path) == ["bad.onnx", "out"]

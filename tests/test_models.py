@@ -47,7 +47,7 @@ def test_binary_quantizers_have_unit_scale_and_binary_values() -> None:
             assert set(q.unique().tolist()) <= {-1.0, 1.0}
     acts = [m for m in net.modules() if isinstance(m, QuantIdentity)]
     assert acts[0].act_quant.bit_width() == 8  # conv nets: 8-bit Q1.7 input
-    assert float(acts[0].act_quant.scale()) == 2.0 ** -7
+    assert float(acts[0].act_quant.scale()) == 2.0**-7
     assert all(float(a.act_quant.scale()) == 1.0 for a in acts[1:])
 
 

@@ -38,7 +38,7 @@ def _random_net(arch: str, seed: int = 0) -> BinaryNet:
     with torch.no_grad():
         for unit in net.binary_units():
             fan_in = unit.weight_layer.weight[0].numel()
-            unit.bn.running_mean.uniform_(-0.5 * fan_in ** 0.5, 0.5 * fan_in ** 0.5)
+            unit.bn.running_mean.uniform_(-0.5 * fan_in**0.5, 0.5 * fan_in**0.5)
             unit.bn.running_var.uniform_(0.5 * fan_in, 2.0 * fan_in)
             unit.bn.weight.uniform_(-1, 1)
             unit.bn.bias.uniform_(-1, 1)
@@ -185,8 +185,7 @@ def _source(tmp_path: Path, arch: str = "tfc") -> Path:
 
 
 def _cfg(method: str = "subsidiary", **kw) -> PruneConfig:
-    base = dict(method=method, target_pfr=0.5, granularity=G, stage_samples=300, batch_size=50,
-                eval_limit=200, seed=1)
+    base = dict(method=method, target_pfr=0.5, granularity=G, stage_samples=300, batch_size=50, eval_limit=200, seed=1)
     base.update(kw)
     return PruneConfig(**base)
 
@@ -203,8 +202,11 @@ def test_pruning_run_honours_target_and_granularity(tmp_path: Path, method: str)
     assert meta["n"] == 10000 and summary["accuracy"] == meta["accuracy"]
     assert info["max_logit_diff_gated_vs_pruned"] < 1e-4
     labels = [row["label"] for row in info["history"]]
-    expected = (["unpruned", "select all", "retrain fc1", "retrain fc1"] if method == "msf-cascade"
-                else ["unpruned", "select fc1", "retrain fc1", "select fc2", "retrain fc2"])
+    expected = (
+        ["unpruned", "select all", "retrain fc1", "retrain fc1"]
+        if method == "msf-cascade"
+        else ["unpruned", "select fc1", "retrain fc1", "select fc2", "retrain fc2"]
+    )
     assert labels == expected
     work = tmp_path / "out.prune"
     assert json.loads((work / "report.json").read_text())["pruning"]["kept"] == info["kept"]
@@ -215,8 +217,9 @@ def test_pruning_run_honours_target_and_granularity(tmp_path: Path, method: str)
 
 def test_learned_pruning_on_cnv_with_granularity(tmp_path: Path) -> None:
     src = _source(tmp_path, "cnv")
-    prune_checkpoint(src, _cfg(target_pfr=0.3, stage_samples=100, eval_limit=100), tmp_path / "cnv_p.pt",
-                     log=lambda _: None)
+    prune_checkpoint(
+        src, _cfg(target_pfr=0.3, stage_samples=100, eval_limit=100), tmp_path / "cnv_p.pt", log=lambda _: None
+    )
     net, meta = checkpoint.load(tmp_path / "cnv_p.pt")
     assert all(v % G == 0 for v in meta["pruning"]["kept"].values())
     assert net.widths[-1] == SMALL["cnv"][-1]  # the layer feeding the classifier is kept whole
@@ -246,8 +249,9 @@ def test_resume_after_interrupted_stage_gives_the_same_network(tmp_path: Path) -
     assert a["widths"] == b["widths"]
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
-    assert [r["label"] for r in b["meta"]["pruning"]["history"]] == \
-        [r["label"] for r in a["meta"]["pruning"]["history"]]
+    assert [r["label"] for r in b["meta"]["pruning"]["history"]] == [
+        r["label"] for r in a["meta"]["pruning"]["history"]
+    ]
 
 
 def test_finetune_is_resumable_and_recorded(tmp_path: Path) -> None:
@@ -265,8 +269,9 @@ def test_finetune_is_resumable_and_recorded(tmp_path: Path) -> None:
     for k in a["state_dict"]:
         assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
     labels = [r["label"] for r in resumed["pruning"]["history"]]
-    assert labels[-2:] == ["fine-tune 1/2", "fine-tune 2/2"] and labels == \
-        [r["label"] for r in straight["pruning"]["history"]]
+    assert labels[-2:] == ["fine-tune 1/2", "fine-tune 2/2"] and labels == [
+        r["label"] for r in straight["pruning"]["history"]
+    ]
     assert [r["stage"] for r in resumed["pruning"]["history"]] == list(range(len(labels)))
     # The fine-tune changed the network: it is not the plain removal of the gated filters.
     plain = prune_checkpoint(src, _cfg("random"), tmp_path / "plain.pt", log=lambda _: None)
@@ -297,11 +302,11 @@ def test_holdout_is_never_trained_on_and_picks_the_finetune_epoch(tmp_path: Path
     assert best["epoch"] == scores.index(max(scores)) + 1
     for k, v in net.state_dict().items():
         assert torch.equal(v, best["net"]["state_dict"][k]), k
-    assert f"the best on the {n} held-out training images" in \
-        (tmp_path / "straight.prune" / "report.md").read_text()
+    assert f"the best on the {n} held-out training images" in (tmp_path / "straight.prune" / "report.md").read_text()
 
-    assert prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=len(pruner.stages) + 2,
-                            log=lambda _: None) is None
+    assert (
+        prune_checkpoint(src, cfg(), tmp_path / "r.pt", max_stages=len(pruner.stages) + 2, log=lambda _: None) is None
+    )
     prune_checkpoint(src, cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None)
     a, b = checkpoint.read_raw(tmp_path / "straight.pt"), checkpoint.read_raw(tmp_path / "r.pt")
     for k in a["state_dict"]:
@@ -318,8 +323,7 @@ def test_state_written_before_an_option_existed_still_resumes(tmp_path: Path) ->
     del state["config"]["holdout"]
     torch.save(state, path)
     with pytest.raises(BnnflowError, match=r"other options \(finetune_epochs, holdout\)"):
-        prune_checkpoint(src, _cfg(finetune_epochs=1, holdout=100), tmp_path / "r.pt", resume=True,
-                         log=lambda _: None)
+        prune_checkpoint(src, _cfg(finetune_epochs=1, holdout=100), tmp_path / "r.pt", resume=True, log=lambda _: None)
     assert prune_checkpoint(src, _cfg(), tmp_path / "r.pt", resume=True, log=lambda _: None) is not None
 
 
@@ -333,8 +337,27 @@ def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
 def test_cli_prune_then_info_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = _source(tmp_path)
     out = tmp_path / "p.pt"
-    assert cli.main(["prune", str(src), "--method", "msf-layerwise", "--target-pfr", "0.5", "--granularity",
-                     "4", "--stage-samples", "200", "--eval-limit", "100", "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "prune",
+                str(src),
+                "--method",
+                "msf-layerwise",
+                "--target-pfr",
+                "0.5",
+                "--granularity",
+                "4",
+                "--stage-samples",
+                "200",
+                "--eval-limit",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -344,20 +367,24 @@ def test_cli_prune_then_info_and_eval(tmp_path: Path, capsys: pytest.CaptureFixt
     assert json.loads(capsys.readouterr().out)["n"] == 100
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target-pfr", "1.0"], r"must be in \[0, 1\)"),
-    (["--target-pfr", "-0.2"], r"must be in \[0, 1\)"),
-    (["--target-pfr", "0.5", "--method", "l2"], "unknown pruning method 'l2'"),
-    (["--target-pfr", "0.5", "--granularity", "0"], "--granularity: must be a whole number >= 1, got 0"),
-    (["--target-pfr", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs: must be a whole number >= 0"),
-    (["--target-pfr", "fc9=0.5"], "not prunable layers"),
-    (["--target-pfr", "0.5", "--holdout", "1000"], "--holdout 1000: .* together with --finetune-epochs"),
-    (["--target-pfr", "0.5", "--finetune-epochs", "1", "--holdout", "60000"], "has only 60000 images"),
-    (["--target-pfr", "0.5", "--allocation", "greedy"], "unknown --allocation 'greedy'"),
-    (["--target-pfr", "fc1=0.5", "--allocation", "learned"], "per-layer targets already fix the counts"),
-])
-def test_cli_bad_options_give_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target-pfr", "1.0"], r"must be in \[0, 1\)"),
+        (["--target-pfr", "-0.2"], r"must be in \[0, 1\)"),
+        (["--target-pfr", "0.5", "--method", "l2"], "unknown pruning method 'l2'"),
+        (["--target-pfr", "0.5", "--granularity", "0"], "--granularity: must be a whole number >= 1, got 0"),
+        (["--target-pfr", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs: must be a whole number >= 0"),
+        (["--target-pfr", "fc9=0.5"], "not prunable layers"),
+        (["--target-pfr", "0.5", "--holdout", "1000"], "--holdout 1000: .* together with --finetune-epochs"),
+        (["--target-pfr", "0.5", "--finetune-epochs", "1", "--holdout", "60000"], "has only 60000 images"),
+        (["--target-pfr", "0.5", "--allocation", "greedy"], "unknown --allocation 'greedy'"),
+        (["--target-pfr", "fc1=0.5", "--allocation", "learned"], "per-layer targets already fix the counts"),
+    ],
+)
+def test_cli_bad_options_give_one_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     src = _source(tmp_path)
     try:
         rc = cli.main(["prune", str(src), "--out", str(tmp_path / "x.pt"), *args])
@@ -400,6 +427,7 @@ def test_allocation_is_the_best_split_of_the_kept_total() -> None:
 
         def cost(ks: tuple[int, ...]) -> float:
             from prune.allocation import _dense_curve
+
             return sum(_dense_curve(curves[name], n, G)[k] for (name, n), k in zip(widths.items(), ks, strict=True))
 
         best = min((ks for ks in itertools.product(*options) if sum(ks) == total), key=cost)
@@ -442,9 +470,12 @@ def test_learned_allocation_keeps_the_uniform_total_and_resumes(tmp_path: Path, 
 def _direct_macs(net: BinaryNet) -> float:
     """MACs per frame of every binary unit's conv/linear layer, counted with forward hooks."""
     total = []
-    hooks = [u.weight_layer.register_forward_hook(
-        lambda m, i, out: total.append(m.weight.numel() * (out[0, 0].numel() if out.dim() > 2 else 1)))
-        for u in net.binary_units()]
+    hooks = [
+        u.weight_layer.register_forward_hook(
+            lambda m, i, out: total.append(m.weight.numel() * (out[0, 0].numel() if out.dim() > 2 else 1))
+        )
+        for u in net.binary_units()
+    ]
     with torch.no_grad():
         net.eval()(torch.zeros((1, *net.input_shape)))
     for h in hooks:
@@ -483,8 +514,10 @@ def test_mac_limited_allocation_meets_the_limit() -> None:
     full = {layer.name: net.widths[layer.width_index] for layer in layers}
     uniform = pfr.kept_counts(full, 0.4, G)
     total, limit = sum(uniform.values()), total_macs(costs, uniform)
-    curves = {name: {k: (10.0 if i < 2 else 1.0) * (1 - k / n) for k in probe_counts(n, G)}
-              for i, (name, n) in enumerate(full.items())}
+    curves = {
+        name: {k: (10.0 if i < 2 else 1.0) * (1 - k / n) for k in probe_counts(n, G)}
+        for i, (name, n) in enumerate(full.items())
+    }
     free = allocate(curves, full, total, G)
     assert total_macs(costs, free) > limit
     limited = allocate_within(curves, full, total, G, costs, limit)

@@ -47,8 +47,13 @@ def _build(ckpt: Path, out: Path, target_fps: int) -> Path:
 
 @pytest.fixture(scope="module")
 def pruned_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_random_net("tfc", PRUNED_TFC, tmp_path_factory.mktemp("ckpt") / "tfc_pruned.pt", 3,
-                        {"accuracy": 0.9, "n": 100, "pruning": {"pfr": 0.15, "method": "test"}})
+    return save_random_net(
+        "tfc",
+        PRUNED_TFC,
+        tmp_path_factory.mktemp("ckpt") / "tfc_pruned.pt",
+        3,
+        {"accuracy": 0.9, "n": 100, "pruning": {"pfr": 0.15, "method": "test"}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +105,11 @@ def test_tables_hold_finn_numbers(which: str, request: pytest.FixtureRequest) ->
             if attr in folding.get(name, {}):
                 assert row[attr] == folding[name][attr], (name, attr)
     total = dict(zip(t.columns, t.rows[-1], strict=True))
-    assert (total["LUT"], total["BRAM18"], total["DSP"]) == (res["total"]["LUT"], res["total"]["BRAM_18K"],
-                                                             res["total"]["DSP"])
+    assert (total["LUT"], total["BRAM18"], total["DSP"]) == (
+        res["total"]["LUT"],
+        res["total"]["BRAM_18K"],
+        res["total"]["DSP"],
+    )
     assert total["Cycles"] == perf["max_cycles"]
     s = summary_table([b])
     assert s.row("Est. throughput (FPS)")[1] == perf["estimated_throughput_fps"]
@@ -144,8 +152,12 @@ def test_report_side_by_side_and_html_inline(tfc: Path, tfc_pruned: Path, tmp_pa
     a, b = (_json(d / "report" / "estimate_layer_resources.json")["total"] for d in (tfc, tfc_pruned))
     s = summary_table([read_build(tfc), read_build(tfc_pruned)])
     assert s.columns == ["Figure", "tfc", "tfc_pruned", "Δ tfc_pruned", "× tfc_pruned"]
-    assert s.row("BRAM18 (est.)")[1:] == [a["BRAM_18K"], b["BRAM_18K"], b["BRAM_18K"] - a["BRAM_18K"],
-                                          b["BRAM_18K"] / a["BRAM_18K"]]
+    assert s.row("BRAM18 (est.)")[1:] == [
+        a["BRAM_18K"],
+        b["BRAM_18K"],
+        b["BRAM_18K"] - a["BRAM_18K"],
+        b["BRAM_18K"] / a["BRAM_18K"],
+    ]
     assert s.row("PFR (pruned filter ratio)")[1:3] == [None, 0.15]
     assert "| PFR (pruned filter ratio) | – | 0.15 |" in md
     assert "Per layer, side by side: Cycles" in md and "MH tfc_pruned" in md
@@ -164,13 +176,19 @@ def test_missing_report_file_is_named(tfc: Path, tmp_path: Path) -> None:
     assert res.stderr.strip().count("\n") == 0 and "estimate_layer_cycles.json: missing" in res.stderr
 
 
-@pytest.mark.parametrize("name,content,what", [
-    ("estimate_layer_resources.json", '{"MVAU_hls_0": {"LUT": 3', "not valid JSON"),
-    ("estimate_layer_resources.json", '{"MVAU_hls_0": {"LUT": "many", "BRAM_18K": 1, "DSP": 0}, '
-                                      '"total": {"LUT": 1, "BRAM_18K": 1, "DSP": 0}}', "MVAU_hls_0.LUT is 'many'"),
-    ("estimate_network_performance.json", '{"max_cycles": 7}', "no 'max_cycles_node_name'"),
-    ("estimate_layer_cycles.json", "[1, 2]", "expected an object"),
-])
+@pytest.mark.parametrize(
+    "name,content,what",
+    [
+        ("estimate_layer_resources.json", '{"MVAU_hls_0": {"LUT": 3', "not valid JSON"),
+        (
+            "estimate_layer_resources.json",
+            '{"MVAU_hls_0": {"LUT": "many", "BRAM_18K": 1, "DSP": 0}, "total": {"LUT": 1, "BRAM_18K": 1, "DSP": 0}}',
+            "MVAU_hls_0.LUT is 'many'",
+        ),
+        ("estimate_network_performance.json", '{"max_cycles": 7}', "no 'max_cycles_node_name'"),
+        ("estimate_layer_cycles.json", "[1, 2]", "expected an object"),
+    ],
+)
 def test_malformed_report_file_is_named(tfc: Path, tmp_path: Path, name: str, content: str, what: str) -> None:
     d = _copy(tfc, tmp_path)
     (d / "report" / name).write_text(content)
@@ -192,7 +210,10 @@ def test_vivado_synthesis_reports_parsed(tfc: Path, tmp_path: Path) -> None:
     b = read_build(d)
     s = b.synth
     assert s is not None and [p.name for p in s.sources] == [
-        "post_synth_report.xml", "ooc_synth_and_timing.json", "post_route_timing.rpt"]
+        "post_synth_report.xml",
+        "ooc_synth_and_timing.json",
+        "post_route_timing.rpt",
+    ]
     # values as written in the fixture's rows (Vivado's hierarchical utilization)
     assert s.layers["MVAU_hls_0"] == {"LUT": 563, "SRL": 32, "FF": 612, "BRAM_36K": 0, "BRAM_18K": 2, "DSP": 0}
     assert s.layers["Thresholding_rtl_0"]["LUT"] == 506
@@ -220,15 +241,22 @@ def test_vivado_synthesis_reports_parsed(tfc: Path, tmp_path: Path) -> None:
     assert "LUT syn" in (tmp_path / "r" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("name,content,what", [
-    ("post_synth_report.xml", "<RptDoc><section><table><tablerow>", "not valid XML"),
-    ("post_synth_report.xml", '<RptDoc><table><tablerow><tableheader contents="Instance"/>'
-                              '<tableheader contents="Total LUTs"/></tablerow><tablerow>'
-                              '<tablecell contents="top_wrapper"/><tablecell contents="(top)"/></tablerow>'
-                              '</table></RptDoc>', "lacks a resource column"),
-    ("post_route_timing.rpt", "Timing Summary Report\n\nnothing routed\n", "no 'WNS(ns)'"),
-    ("ooc_synth_and_timing.json", '{"WNS": 1.0}', "no LUT total"),
-])
+@pytest.mark.parametrize(
+    "name,content,what",
+    [
+        ("post_synth_report.xml", "<RptDoc><section><table><tablerow>", "not valid XML"),
+        (
+            "post_synth_report.xml",
+            '<RptDoc><table><tablerow><tableheader contents="Instance"/>'
+            '<tableheader contents="Total LUTs"/></tablerow><tablerow>'
+            '<tablecell contents="top_wrapper"/><tablecell contents="(top)"/></tablerow>'
+            "</table></RptDoc>",
+            "lacks a resource column",
+        ),
+        ("post_route_timing.rpt", "Timing Summary Report\n\nnothing routed\n", "no 'WNS(ns)'"),
+        ("ooc_synth_and_timing.json", '{"WNS": 1.0}', "no LUT total"),
+    ],
+)
 def test_malformed_synthesis_file_is_named(tfc: Path, tmp_path: Path, name: str, content: str, what: str) -> None:
     d = _with_synth(tfc, tmp_path)
     (d / "report" / name).write_text(content)

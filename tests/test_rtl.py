@@ -38,8 +38,9 @@ TFC_CKPT = REPO / "models" / "zoo" / "tfc_w1a1.pt"
 CNV_PRUNED_CKPT = REPO / "models" / "zoo" / "cnv_w1a1_pruned.pt"
 VGG_WIDTHS = [8, 8, 16, 16, 16, 16, 16, 16]
 
-pytestmark = pytest.mark.skipif(shutil.which("verilator") is None,
-                                reason="verilator not installed (`make verilator` installs Debian's package)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("verilator") is None, reason="verilator not installed (`make verilator` installs Debian's package)"
+)
 
 
 def _build(ckpt: Path, out: Path, target_fps: int) -> Path:
@@ -75,15 +76,21 @@ def test_stream_words_are_finns_rtlsim_packing() -> None:
     from finn.util.data_packing import npy_to_rtlsim_input
 
     rng = np.random.default_rng(0)
-    for dt, folded, width in [("UINT8", (1, 4, 4, 3, 1), 8), ("INT8", (1, 5, 3), 24), ("BINARY", (1, 3, 36), 40),
-                              ("INT4", (1, 2, 5), 24), ("BIPOLAR", (1, 2, 100), 104)]:
+    for dt, folded, width in [
+        ("UINT8", (1, 4, 4, 3, 1), 8),
+        ("INT8", (1, 5, 3), 24),
+        ("BINARY", (1, 3, 36), 40),
+        ("INT4", (1, 2, 5), 24),
+        ("BIPOLAR", (1, 2, 100), 104),
+    ]:
         d = DataType[dt]
         x = rng.integers(d.min(), d.max() + 1, size=(2,) + folded[1:])
         if dt == "BIPOLAR":
             x = 2 * rng.integers(0, 2, size=x.shape) - 1
         words = streams.to_words(x, folded, d, width // 8)
-        ref = npy_to_rtlsim_input(x.astype(np.float32) if dt != "BIPOLAR" else (x > 0).astype(np.float32),
-                                  streams.stream_dtype(d), width)
+        ref = npy_to_rtlsim_input(
+            x.astype(np.float32) if dt != "BIPOLAR" else (x > 0).astype(np.float32), streams.stream_dtype(d), width
+        )
         assert [int.from_bytes(bytes(w), "little") for w in words] == ref, dt
 
 
@@ -97,11 +104,24 @@ def dwc(tmp_path_factory: pytest.TempPathFactory) -> object:
 
     cosim._finn_settings()
     shape = [1, 100, 8]
-    node = helper.make_node("StreamingDataWidthConverter_rtl", ["inp"], ["outp"], name="DWC_rtl_0",
-                            domain="finn.custom_op.fpgadataflow.rtl", inShape=shape, outShape=shape,
-                            inWidth=20, outWidth=10, dataType="INT5")
-    graph = helper.make_graph([node], "dwc", [helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("outp", TensorProto.FLOAT, shape)])
+    node = helper.make_node(
+        "StreamingDataWidthConverter_rtl",
+        ["inp"],
+        ["outp"],
+        name="DWC_rtl_0",
+        domain="finn.custom_op.fpgadataflow.rtl",
+        inShape=shape,
+        outShape=shape,
+        inWidth=20,
+        outWidth=10,
+        dataType="INT5",
+    )
+    graph = helper.make_graph(
+        [node],
+        "dwc",
+        [helper.make_tensor_value_info("inp", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("outp", TensorProto.FLOAT, shape)],
+    )
     model = ModelWrapper(helper.make_model(graph))
     inst = getCustomOp(model.graph.node[0])
     inst.set_nodeattr("code_gen_dir_ipgen", str(tmp_path_factory.mktemp("dwc")))
@@ -123,8 +143,9 @@ def test_width_converter_passes_every_element_under_backpressure(dwc: object) ->
     # a sink that never takes a word: the buffer fills, stops taking input, and the run times out
     comp = cosim.compile_inst(dwc)
     words = streams.to_words(x, dwc.get_folded_input_shape(), DataType["INT5"], 3)
-    got, st = cosim.run_harness(comp.exe, Path(dwc.get_nodeattr("code_gen_dir_ipgen")), words, 1200, 2, 0, 0, 100,
-                                idle_cycles=500)
+    got, st = cosim.run_harness(
+        comp.exe, Path(dwc.get_nodeattr("code_gen_dir_ipgen")), words, 1200, 2, 0, 0, 100, idle_cycles=500
+    )
     assert st["timed_out"] and st["received"] == 0 and 0 < st["sent"] <= 4 and st["protocol_violations"] == 0
 
 
@@ -146,14 +167,36 @@ def test_node_types_not_driven_are_named() -> None:
     from onnx import helper
     from qonnx.custom_op.registry import getCustomOp
 
-    for style, reason in [("virtual", "impl_style virtual: FINN's FIFO-sizing gauge, no hardware"),
-                          ("rtl", "no generated HDL: the build stopped before code generation")]:
-        node = helper.make_node("StreamingFIFO_rtl", ["a"], ["b"], domain="finn.custom_op.fpgadataflow.rtl", depth=4,
-                                folded_shape=[1, 2], normal_shape=[1, 2], dataType="INT2", impl_style=style)
+    for style, reason in [
+        ("virtual", "impl_style virtual: FINN's FIFO-sizing gauge, no hardware"),
+        ("rtl", "no generated HDL: the build stopped before code generation"),
+    ]:
+        node = helper.make_node(
+            "StreamingFIFO_rtl",
+            ["a"],
+            ["b"],
+            domain="finn.custom_op.fpgadataflow.rtl",
+            depth=4,
+            folded_shape=[1, 2],
+            normal_shape=[1, 2],
+            dataType="INT2",
+            impl_style=style,
+        )
         assert cosim.why_not_driven(getCustomOp(node)) == f"not driven: StreamingFIFO_rtl ({reason})"
-    mvau = helper.make_node("MVAU_rtl", ["a", "w"], ["b"], domain="finn.custom_op.fpgadataflow.rtl", MW=4, MH=4,
-                            SIMD=1, PE=1, inputDataType="INT8", weightDataType="INT8", outputDataType="INT32",
-                            numInputVectors=[1])
+    mvau = helper.make_node(
+        "MVAU_rtl",
+        ["a", "w"],
+        ["b"],
+        domain="finn.custom_op.fpgadataflow.rtl",
+        MW=4,
+        MH=4,
+        SIMD=1,
+        PE=1,
+        inputDataType="INT8",
+        weightDataType="INT8",
+        outputDataType="INT32",
+        numInputVectors=[1],
+    )
     r = cosim.drive(getCustomOp(mvau), np.zeros((1, 4)), np.zeros((1, 4)))
     assert not r.driven and r.reason == "not driven: MVAU_rtl" and r.elements is None
 
@@ -196,8 +239,11 @@ def tfc_fifo(tfc: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[objec
     model, tensors = _node_inputs(tfc, 3)
     model = model.transform(InsertDWC()).transform(InsertFIFO(create_shallow_fifos=True))
     model = model.transform(SpecializeLayers(PART)).transform(GiveUniqueNodeNames())
-    node = next(n for n in model.get_nodes_by_op_type("StreamingFIFO_rtl")
-                if (model.find_producer(n.input[0]) or n).op_type == "Reshape_rtl")
+    node = next(
+        n
+        for n in model.get_nodes_by_op_type("StreamingFIFO_rtl")
+        if (model.find_producer(n.input[0]) or n).op_type == "Reshape_rtl"
+    )
     inst = getCustomOp(node)
     inst.set_nodeattr("code_gen_dir_ipgen", str(tmp_path_factory.mktemp("fifo")))
     inst.generate_hdl(model, PART, 10.0)
@@ -223,14 +269,19 @@ def test_fifo_passes_every_word_in_order_under_backpressure(tfc_fifo: tuple[obje
     assert st["timed_out"] and st["received"] == 0 and st["sent"] == FIFO_CAPACITY
 
 
-@pytest.mark.parametrize("broken", [
-    # the FIFO's output stage told the sink always takes a word: it moves on while TVALID waits
-    (".ordy(out0_V_TREADY)", ".ordy(1'b1)"),
-    # the FIFO tells the source it always takes a word: what arrives while it is full is lost
-    (".irdy(in0_V_TREADY)", ".irdy()"),
-], ids=["output-ignores-ready", "input-always-ready"])
-def test_fifo_broken_handshake_is_caught(tfc_fifo: tuple[object, np.ndarray], broken: tuple[str, str],
-                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "broken",
+    [
+        # the FIFO's output stage told the sink always takes a word: it moves on while TVALID waits
+        (".ordy(out0_V_TREADY)", ".ordy(1'b1)"),
+        # the FIFO tells the source it always takes a word: what arrives while it is full is lost
+        (".irdy(in0_V_TREADY)", ".irdy()"),
+    ],
+    ids=["output-ignores-ready", "input-always-ready"],
+)
+def test_fifo_broken_handshake_is_caught(
+    tfc_fifo: tuple[object, np.ndarray], broken: tuple[str, str], tmp_path: Path
+) -> None:
     """A copy of the generated FIFO wrapper with one ready wired wrong: under back-pressure the harness
     must see it (lost or changed words; an output word withdrawn before it was taken)."""
     inst, x = tfc_fifo
@@ -312,8 +363,9 @@ def test_sim_rtl_cli(tfc: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "Thresholding_rtl_0" in out and "0 mismatches" in out and "5 HLS nodes" in out
 
 
-def test_missing_verilator_is_one_line_from_the_cli(tfc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_verilator_is_one_line_from_the_cli(
+    tfc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bnnflow.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -332,8 +384,9 @@ def padded(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict[str, 
     return _node_inputs(_build(ckpt, root / "build", target_fps=2000), 2)
 
 
-def _padded_node(padded: tuple[object, dict[str, np.ndarray]], op: str, **attrs: object) -> tuple[object, np.ndarray,
-                                                                                                    np.ndarray]:
+def _padded_node(
+    padded: tuple[object, dict[str, np.ndarray]], op: str, **attrs: object
+) -> tuple[object, np.ndarray, np.ndarray]:
     """The first ``op`` node with these attribute values, its input and its output tensor."""
     from qonnx.custom_op.registry import getCustomOp
 

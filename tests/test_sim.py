@@ -53,8 +53,13 @@ def tfc(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def cnv(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp(f"cnv_{request.param}")
     widths = NARROW_CNV if request.param == "narrow" else PRUNED_CNV
-    ckpt = save_random_net("cnv", widths, root / "cnv.pt", seed=1 if request.param == "narrow" else 2,
-                           negative_gamma=0.0 if request.param == "narrow" else 0.3)
+    ckpt = save_random_net(
+        "cnv",
+        widths,
+        root / "cnv.pt",
+        seed=1 if request.param == "narrow" else 2,
+        negative_gamma=0.0 if request.param == "narrow" else 0.3,
+    )
     return make_build(ckpt, root / "build", target_fps=20000)
 
 
@@ -118,9 +123,12 @@ def test_tfc_corrupted_weight_file_is_caught(tfc: Path, tmp_path: Path) -> None:
         mem.write_text("\n".join(lines))
         _, mismatches = load_artifacts(g, b.root)
         assert [(m.layer, m.role, m.n_diff) for m in mismatches] == [(layer.name, "weights", 1)]
-        res = subprocess.run([BNNFLOW, "sim", str(tfc), "--limit", "20",
-                              "--finn-limit", "0", "--from-artifacts", "--json"],
-                             capture_output=True, text=True, cwd=REPO)
+        res = subprocess.run(
+            [BNNFLOW, "sim", str(tfc), "--limit", "20", "--finn-limit", "0", "--from-artifacts", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert res.returncode == 1, res.stderr
         assert json.loads(res.stdout)["artifacts_match"] is False
     finally:
@@ -132,16 +140,24 @@ def test_tfc_corrupted_weight_file_is_caught(tfc: Path, tmp_path: Path) -> None:
 def test_tfc_input_output_files(tfc: Path, tmp_path: Path) -> None:
     imgs, _, _ = _images(tfc, 50)
     np.save(tmp_path / "x.npy", imgs)
-    res = subprocess.run([BNNFLOW, "sim", str(tfc), "--input", str(tmp_path / "x.npy"),
-                          "--output", str(tmp_path / "y.npy"), "--json"], capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [BNNFLOW, "sim", str(tfc), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stderr
     y = np.load(tmp_path / "y.npy")
     ref, _ = verify.finn_execute(open_build(tfc), imgs[:3])
     assert y.shape == (50, 1) and np.array_equal(y[:3], ref.astype(np.int64))
     # wrong layout / datatype: one clear line, exit 2, nothing written
     np.save(tmp_path / "bad.npy", imgs.astype(np.float32) / 255.0 + 0.5)
-    res = subprocess.run([BNNFLOW, "sim", str(tfc), "--input", str(tmp_path / "bad.npy"),
-                          "--output", str(tmp_path / "z.npy")], capture_output=True, text=True, cwd=REPO)
+    res = subprocess.run(
+        [BNNFLOW, "sim", str(tfc), "--input", str(tmp_path / "bad.npy"), "--output", str(tmp_path / "z.npy")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert res.returncode == 2 and "bnnflow: error:" in res.stderr and not (tmp_path / "z.npy").exists()
 
 
@@ -199,8 +215,7 @@ def test_cnv_accumulators_hold_the_popcount(cnv: Path) -> None:
     from qonnx.custom_op.registry import getCustomOp
 
     b = open_build(cnv)
-    xnor = [layer for layer in load_graph(b.accel).layers
-            if layer.op == "MVAU" and layer.attrs["binaryXnorMode"]]
+    xnor = [layer for layer in load_graph(b.accel).layers if layer.op == "MVAU" and layer.attrs["binaryXnorMode"]]
     assert len(xnor) >= 7
     for layer in xnor:
         dt = DataType[accumulator_datatype(layer)]
@@ -268,10 +283,16 @@ def test_padded_streamlined_scores_are_exactly_brevitas_logits(padded: Path) -> 
     scores_name = model.get_nodes_by_op_type("TopK")[0].input[0]
     inp = model.graph.input[0].name
     layout_nhwc = model.get_tensor_shape(inp)[-1] == imgs.shape[1]
-    scores = np.stack([
-        execute_onnx(model, {inp: (im[None].transpose(0, 2, 3, 1) if layout_nhwc else im[None]).astype(np.float32)},
-                     return_full_exec_context=True)[scores_name].reshape(-1)
-        for im in imgs])
+    scores = np.stack(
+        [
+            execute_onnx(
+                model,
+                {inp: (im[None].transpose(0, 2, 3, 1) if layout_nhwc else im[None]).astype(np.float32)},
+                return_full_exec_context=True,
+            )[scores_name].reshape(-1)
+            for im in imgs
+        ]
+    )
     a = np.stack([logits.ravel(), np.ones(logits.size)], 1)
     (scale, shift), *_ = np.linalg.lstsq(a, scores.ravel(), rcond=None)
     assert scale > 0 and np.abs(a @ [scale, shift] - scores.ravel()).max() < 1e-6 * np.abs(scores).max()
@@ -364,8 +385,9 @@ def test_resnet_block_outputs_equal_brevitas(resnet: Path) -> None:
     for h in hooks:
         h.remove()
     model = ModelWrapper(str(resnet / "intermediate_models" / "step_streamline.onnx"))
-    joins = [n for n in model.graph.node if n.op_type == "Add" and
-             all(model.get_initializer(i) is None for i in n.input)]
+    joins = [
+        n for n in model.graph.node if n.op_type == "Add" and all(model.get_initializer(i) is None for i in n.input)
+    ]
     assert len(joins) == 8
     block_out = [model.find_consumer(j.output[0]).output[0] for j in joins]
     inp = model.graph.input[0].name

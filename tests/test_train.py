@@ -15,8 +15,9 @@ from bnnflow.train import TrainConfig, train
 
 
 def _cfg(epochs: int, **kw) -> TrainConfig:
-    base = dict(arch="tfc", epochs=epochs, batch_size=50, lr=0.01, train_limit=1500, eval_limit=500, seed=3,
-                holdout=500)
+    base = dict(
+        arch="tfc", epochs=epochs, batch_size=50, lr=0.01, train_limit=1500, eval_limit=500, seed=3, holdout=500
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -96,8 +97,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 # ---------------------------------------------------------------- the fast training path
 SMALL_WIDTHS = {
-    "tfc": [16, 16, 16], "cnv": [8, 8, 16, 16, 16, 16, 32, 32], "nin": [8, 8, 8, 8, 8, 8, 8, 8],
-    "vgg11": [8, 8, 16, 16, 16, 16, 16, 16], "resnet18": [8, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 8],
+    "tfc": [16, 16, 16],
+    "cnv": [8, 8, 16, 16, 16, 16, 32, 32],
+    "nin": [8, 8, 8, 8, 8, 8, 8, 8],
+    "vgg11": [8, 8, 16, 16, 16, 16, 16, 16],
+    "resnet18": [8, 16, 16, 16, 8, 8, 8, 8, 8, 8, 8, 8],
 }
 
 
@@ -167,8 +171,17 @@ def test_fast_path_trains_the_same_network_and_exports_the_same_qonnx(tmp_path: 
 def test_conv_net_resume_is_exact_on_the_fast_path(tmp_path: Path) -> None:
     """A narrow CNV (channels_last twin, CIFAR-10 crops and flips) resumed after one epoch equals the
     uninterrupted run; the kept epoch is the one best on the held-out images."""
-    cfg = dict(arch="cnv", epochs=2, batch_size=50, lr=0.01, train_limit=300, eval_limit=100, seed=5,
-               holdout=200, widths=SMALL_WIDTHS["cnv"])
+    cfg = dict(
+        arch="cnv",
+        epochs=2,
+        batch_size=50,
+        lr=0.01,
+        train_limit=300,
+        eval_limit=100,
+        seed=5,
+        holdout=200,
+        widths=SMALL_WIDTHS["cnv"],
+    )
     straight = train(TrainConfig(**cfg), tmp_path / "straight", log=lambda _: None)
     train(TrainConfig(**cfg), tmp_path / "resumed", log=lambda _: None, stop_after=1)
     resumed = train(TrainConfig(**cfg), tmp_path / "resumed", resume=True, log=lambda _: None)
@@ -213,11 +226,31 @@ def test_sigterm_stops_a_run_with_one_line_and_frees_its_folder(tmp_path: Path) 
     import sys
 
     out = tmp_path / "run"
-    opts = ["--model", "tfc", "--epochs", "40", "--batch-size", "50", "--lr", "0.01", "--train-limit", "1500",
-            "--eval-limit", "500", "--seed", "3", "--holdout", "500"]
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "bnnflow.cli", "train", *opts, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    opts = [
+        "--model",
+        "tfc",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "50",
+        "--lr",
+        "0.01",
+        "--train-limit",
+        "1500",
+        "--eval-limit",
+        "500",
+        "--seed",
+        "3",
+        "--holdout",
+        "500",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "bnnflow.cli", "train", *opts, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # the first finished epoch, then the signal in the middle of the second

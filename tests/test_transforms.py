@@ -48,20 +48,29 @@ def _seeded() -> None:
     """Every test draws the same numbers, run alone or in the file."""
     global RNG
     RNG = np.random.default_rng(0)
+
+
 OPSETS = [helper.make_opsetid("", 13), helper.make_opsetid(QONNX_DOMAIN, 1)]  # ReduceSum's axes input: 13
 SPATIAL_PADS = np.array([0, 0, 1, 1, 0, 0, 1, 1])  # ONNX Pad of an NCHW map: H and W by 1 on both sides
 
 
 # ---------------------------------------------------------------- helpers
-def _model(nodes: list, inputs: dict[str, list[int]], outputs: dict[str, list[int]],
-           inits: dict[str, np.ndarray] | None = None, dtypes: dict[str, str] | None = None,
-           pads: np.ndarray | None = None) -> ModelWrapper:
+def _model(
+    nodes: list,
+    inputs: dict[str, list[int]],
+    outputs: dict[str, list[int]],
+    inits: dict[str, np.ndarray] | None = None,
+    dtypes: dict[str, str] | None = None,
+    pads: np.ndarray | None = None,
+) -> ModelWrapper:
     """A qonnx model of ``nodes`` with float tensors, float initializers and FINN datatypes, shapes
     inferred; ``pads``: the int64 initializer ``pads`` of a Pad node."""
     graph = helper.make_graph(
-        nodes, "test",
+        nodes,
+        "test",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()])
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+    )
     model = ModelWrapper(qonnx_make_model(graph, opset_imports=OPSETS))
     for name, value in (inits or {}).items():
         model.set_initializer(name, np.asarray(value, dtype=np.float32))
@@ -80,8 +89,7 @@ def _run(model: ModelWrapper, feed: dict[str, np.ndarray]) -> dict[str, np.ndarr
     return {o.name: out[o.name] for o in model.graph.output}
 
 
-def _same(before: ModelWrapper, after: ModelWrapper, feeds: list[dict[str, np.ndarray]],
-          flat: bool = False) -> None:
+def _same(before: ModelWrapper, after: ModelWrapper, feeds: list[dict[str, np.ndarray]], flat: bool = False) -> None:
     """``after`` computes what ``before`` computes on every feed (and the feeds are not all alike);
     ``flat``: the values, whatever the shapes."""
     outs = []
@@ -102,8 +110,9 @@ def _threshold(inp: str, out: str, thr: str, out_dtype: str, name: str, **attrs:
     """qonnx's MultiThreshold; a BIPOLAR one maps {0, 1} to {-1, +1} as Brevitas' sign exports."""
     if out_dtype == "BIPOLAR":
         attrs = {"out_scale": 2.0, "out_bias": -1.0, **attrs}
-    return helper.make_node("MultiThreshold", [inp, thr], [out], domain=QONNX_DOMAIN, out_dtype=out_dtype,
-                            name=name, **attrs)
+    return helper.make_node(
+        "MultiThreshold", [inp, thr], [out], domain=QONNX_DOMAIN, out_dtype=out_dtype, name=name, **attrs
+    )
 
 
 def _pad(inp: str, out: str, pads: str, value: str, name: str = "pad"):
@@ -119,8 +128,13 @@ def _copy(model: ModelWrapper) -> ModelWrapper:
 def test_move_scalar_linear_past_pad(op: str, const: float, new_value: float) -> None:
     """Mul(2)/Add(0.25) -> Pad(-1) == Pad(-0.5)/Pad(-1.25) -> Mul/Add."""
     pads = SPATIAL_PADS
-    model = _model([helper.make_node(op, ["x", "c"], ["t"], name="lin"), _pad("t", "y", "pads", "v")],
-                   {"x": [1, 2, 3, 3]}, {"y": [1, 2, 5, 5]}, {"c": np.array(const), "v": np.array(-1.0)}, pads=pads)
+    model = _model(
+        [helper.make_node(op, ["x", "c"], ["t"], name="lin"), _pad("t", "y", "pads", "v")],
+        {"x": [1, 2, 3, 3]},
+        {"y": [1, 2, 5, 5]},
+        {"c": np.array(const), "v": np.array(-1.0)},
+        pads=pads,
+    )
     after = _copy(model).transform(bp.MoveScalarLinearPastPad())
     assert _ops(after) == ["Pad", op]
     pad = after.graph.node[0]
@@ -131,10 +145,13 @@ def test_move_scalar_linear_past_pad(op: str, const: float, new_value: float) ->
 def _threshold_then_pad(value: float) -> ModelWrapper:
     """An integer MultiThreshold (UINT2: 3 thresholds per channel) then Pad(value)."""
     thr = np.sort(RNG.normal(size=(2, 3)), axis=1)
-    return _model([_threshold("x", "t", "thr", "UINT2", "mt"),
-                   _pad("t", "y", "pads", "v")],
-                  {"x": [1, 2, 3, 3]}, {"y": [1, 2, 5, 5]},
-                  {"thr": thr, "v": np.array(value)}, pads=SPATIAL_PADS)
+    return _model(
+        [_threshold("x", "t", "thr", "UINT2", "mt"), _pad("t", "y", "pads", "v")],
+        {"x": [1, 2, 3, 3]},
+        {"y": [1, 2, 5, 5]},
+        {"thr": thr, "v": np.array(value)},
+        pads=SPATIAL_PADS,
+    )
 
 
 def test_zero_pad_threshold_output() -> None:
@@ -151,12 +168,30 @@ def test_zero_pad_threshold_output() -> None:
 
 def _pad_transpose_im2col(value: float, idt: str = "INT8") -> ModelWrapper:
     """NCHW Pad(value) -> Transpose to NHWC -> 3x3 Im2Col without padding (a lowered conv's input)."""
-    im2col = helper.make_node("Im2Col", ["n"], ["y"], domain=QONNX_DOMAIN, stride=[1, 1], kernel_size=[3, 3],
-                              pad_amount=[0, 0, 0, 0], input_shape="(1,5,5,2)", dilations=[1, 1], name="im2col")
-    return _model([_pad("x", "p", "pads", "v"),
-                   helper.make_node("Transpose", ["p"], ["n"], perm=[0, 2, 3, 1], name="nhwc"), im2col],
-                  {"x": [1, 2, 3, 3]}, {"y": [1, 3, 3, 18]},
-                  {"v": np.array(value)}, {"x": idt}, pads=SPATIAL_PADS)
+    im2col = helper.make_node(
+        "Im2Col",
+        ["n"],
+        ["y"],
+        domain=QONNX_DOMAIN,
+        stride=[1, 1],
+        kernel_size=[3, 3],
+        pad_amount=[0, 0, 0, 0],
+        input_shape="(1,5,5,2)",
+        dilations=[1, 1],
+        name="im2col",
+    )
+    return _model(
+        [
+            _pad("x", "p", "pads", "v"),
+            helper.make_node("Transpose", ["p"], ["n"], perm=[0, 2, 3, 1], name="nhwc"),
+            im2col,
+        ],
+        {"x": [1, 2, 3, 3]},
+        {"y": [1, 3, 3, 18]},
+        {"v": np.array(value)},
+        {"x": idt},
+        pads=SPATIAL_PADS,
+    )
 
 
 def test_absorb_pad_into_im2col() -> None:
@@ -171,21 +206,43 @@ def test_absorb_pad_into_im2col() -> None:
 def test_absorb_pad_into_im2col_needs_lowered_convs() -> None:
     """Before LowerConvsToMatMul the Pad still feeds a Conv: the pass refuses instead of finding nothing."""
     conv = helper.make_node("Conv", ["p", "w"], ["y"], kernel_shape=[3, 3], name="conv")
-    model = _model([_pad("x", "p", "pads", "v"), conv], {"x": [1, 2, 3, 3]}, {"y": [1, 1, 3, 3]},
-                   {"v": np.array(-1.0), "w": RNG.choice([-1.0, 1.0], size=(1, 2, 3, 3))}, pads=SPATIAL_PADS)
+    model = _model(
+        [_pad("x", "p", "pads", "v"), conv],
+        {"x": [1, 2, 3, 3]},
+        {"y": [1, 1, 3, 3]},
+        {"v": np.array(-1.0), "w": RNG.choice([-1.0, 1.0], size=(1, 2, 3, 3))},
+        pads=SPATIAL_PADS,
+    )
     with pytest.raises(PassOrderError, match="AbsorbPadIntoIm2Col runs after LowerConvsToMatMul.*conv"):
         model.transform(bp.AbsorbPadIntoIm2Col())
 
 
 def _bipolar_im2col_matmul() -> ModelWrapper:
     """sign(x) on an NHWC map -> Im2Col padding with -1 -> MatMul with bipolar weights (a lowered padded conv)."""
-    im2col = helper.make_node("Im2Col", ["s"], ["cols"], domain=QONNX_DOMAIN, stride=[1, 1], kernel_size=[3, 3],
-                              pad_amount=[1, 1, 1, 1], pad_value=-1, input_shape="(1,3,3,2)", dilations=[1, 1],
-                              name="im2col")
-    return _model([_threshold("x", "s", "thr", "BIPOLAR", "mt", data_layout="NHWC"), im2col,
-                   helper.make_node("MatMul", ["cols", "w"], ["y"], name="mm")],
-                  {"x": [1, 3, 3, 2]}, {"y": [1, 3, 3, 4]},
-                  {"thr": np.zeros((2, 1)), "w": RNG.choice([-1.0, 1.0], size=(18, 4))}, {"w": "BIPOLAR"})
+    im2col = helper.make_node(
+        "Im2Col",
+        ["s"],
+        ["cols"],
+        domain=QONNX_DOMAIN,
+        stride=[1, 1],
+        kernel_size=[3, 3],
+        pad_amount=[1, 1, 1, 1],
+        pad_value=-1,
+        input_shape="(1,3,3,2)",
+        dilations=[1, 1],
+        name="im2col",
+    )
+    return _model(
+        [
+            _threshold("x", "s", "thr", "BIPOLAR", "mt", data_layout="NHWC"),
+            im2col,
+            helper.make_node("MatMul", ["cols", "w"], ["y"], name="mm"),
+        ],
+        {"x": [1, 3, 3, 2]},
+        {"y": [1, 3, 3, 4]},
+        {"thr": np.zeros((2, 1)), "w": RNG.choice([-1.0, 1.0], size=(18, 4))},
+        {"w": "BIPOLAR"},
+    )
 
 
 def test_bipolar_pad_to_binary() -> None:
@@ -248,12 +305,18 @@ def test_reduce_mean_to_global_average_pool(keepdims: int) -> None:
 
 def test_lower_global_average_pool_before_topk() -> None:
     """NHWC scores -> Transpose -> GlobalAveragePool -> Flatten -> TopK: the same class from a ReduceSum."""
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2], name="nchw"),
-             helper.make_node("GlobalAveragePool", ["t"], ["g"], name="gap"),
-             helper.make_node("Flatten", ["g"], ["f"], axis=1, name="flat"),
-             helper.make_node("TopK", ["f", "k"], ["values", "y"], axis=1, name="topk")]
-    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 2, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 1])])
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2], name="nchw"),
+        helper.make_node("GlobalAveragePool", ["t"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1, name="flat"),
+        helper.make_node("TopK", ["f", "k"], ["values", "y"], axis=1, name="topk"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tail",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, 1])],
+    )
     model = ModelWrapper(qonnx_make_model(graph, opset_imports=OPSETS))
     model.set_initializer("k", np.array([1], dtype=np.int64))
     model.set_tensor_datatype("x", DataType["INT4"])
@@ -269,17 +332,30 @@ def test_lower_global_average_pool_before_topk() -> None:
 def _residual_block(gamma: np.ndarray) -> ModelWrapper:
     """sign(BN(conv1x1(s)) + s) with s = sign(x): the shortcut s forks into the conv and the sum."""
     c = len(gamma)
-    nodes = [_threshold("x", "s", "thr_s", "BIPOLAR", "mt_s"),
-             helper.make_node("Conv", ["s", "w"], ["conv"], kernel_shape=[1, 1], name="conv"),
-             helper.make_node("BatchNormalization", ["conv", "gamma", "beta", "mean", "var"], ["bn"], epsilon=1e-5,
-                              name="bn"),
-             helper.make_node("Add", ["bn", "s"], ["sum"], name="add"),
-             _threshold("sum", "y", "thr", "BIPOLAR", "mt")]
-    return _model(nodes, {"x": [1, c, 3, 3]}, {"y": [1, c, 3, 3]},
-                  {"thr_s": np.zeros((c, 1)), "w": RNG.choice([-1.0, 1.0], size=(c, c, 1, 1)), "gamma": gamma,
-                   "beta": RNG.uniform(-1, 1, c), "mean": RNG.uniform(-2, 2, c), "var": RNG.uniform(0.5, 4, c),
-                   "thr": np.zeros((1, 1))},
-                  {"s": "BIPOLAR", "w": "BIPOLAR", "y": "BIPOLAR"})
+    nodes = [
+        _threshold("x", "s", "thr_s", "BIPOLAR", "mt_s"),
+        helper.make_node("Conv", ["s", "w"], ["conv"], kernel_shape=[1, 1], name="conv"),
+        helper.make_node(
+            "BatchNormalization", ["conv", "gamma", "beta", "mean", "var"], ["bn"], epsilon=1e-5, name="bn"
+        ),
+        helper.make_node("Add", ["bn", "s"], ["sum"], name="add"),
+        _threshold("sum", "y", "thr", "BIPOLAR", "mt"),
+    ]
+    return _model(
+        nodes,
+        {"x": [1, c, 3, 3]},
+        {"y": [1, c, 3, 3]},
+        {
+            "thr_s": np.zeros((c, 1)),
+            "w": RNG.choice([-1.0, 1.0], size=(c, c, 1, 1)),
+            "gamma": gamma,
+            "beta": RNG.uniform(-1, 1, c),
+            "mean": RNG.uniform(-2, 2, c),
+            "var": RNG.uniform(0.5, 4, c),
+            "thr": np.zeros((1, 1)),
+        },
+        {"s": "BIPOLAR", "w": "BIPOLAR", "y": "BIPOLAR"},
+    )
 
 
 def test_binary_residual_to_popcount_sum() -> None:
@@ -296,13 +372,22 @@ def test_binary_residual_to_popcount_sum() -> None:
 
 def _fork() -> ModelWrapper:
     """One bipolar thresholding read by two bipolar MatMuls (a block input read by its conv and shortcut)."""
-    nodes = [_threshold("x", "s", "thr", "BIPOLAR", "mt"),
-             helper.make_node("MatMul", ["s", "w1"], ["y1"], name="mm1"),
-             helper.make_node("MatMul", ["s", "w2"], ["y2"], name="mm2")]
-    return _model(nodes, {"x": [1, 8]}, {"y1": [1, 3], "y2": [1, 2]},
-                  {"thr": np.zeros((1, 1)), "w1": RNG.choice([-1.0, 1.0], size=(8, 3)),
-                   "w2": RNG.choice([-1.0, 1.0], size=(8, 2))},
-                  {"s": "BIPOLAR", "w1": "BIPOLAR", "w2": "BIPOLAR"})
+    nodes = [
+        _threshold("x", "s", "thr", "BIPOLAR", "mt"),
+        helper.make_node("MatMul", ["s", "w1"], ["y1"], name="mm1"),
+        helper.make_node("MatMul", ["s", "w2"], ["y2"], name="mm2"),
+    ]
+    return _model(
+        nodes,
+        {"x": [1, 8]},
+        {"y1": [1, 3], "y2": [1, 2]},
+        {
+            "thr": np.zeros((1, 1)),
+            "w1": RNG.choice([-1.0, 1.0], size=(8, 3)),
+            "w2": RNG.choice([-1.0, 1.0], size=(8, 2)),
+        },
+        {"s": "BIPOLAR", "w1": "BIPOLAR", "w2": "BIPOLAR"},
+    )
 
 
 def test_split_forks_then_xnor_then_merge_twins() -> None:
@@ -334,19 +419,27 @@ def test_merge_twins_needs_the_xnor_conversion() -> None:
 def test_residual_join_to_nhwc() -> None:
     """NHWC popcount -> Transpose to NCHW -> Add(Mul(bit, E)) -> MultiThreshold: the sum runs in NHWC."""
     c = 4
-    nodes = [helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 3, 1, 2], name="nchw"),
-             helper.make_node("Mul", ["bit", "e"], ["eb"], name="mul"),
-             helper.make_node("Add", ["pt", "eb"], ["sum"], name="add"),
-             _threshold("sum", "y", "thr", "UINT2", "mt")]
-    model = _model(nodes, {"p": [1, 3, 3, c], "bit": [1, c, 3, 3]}, {"y": [1, c, 3, 3]},
-                   {"e": RNG.integers(-3, 4, size=(1, c, 1, 1)),
-                    "thr": np.sort(RNG.integers(0, 12, size=(c, 3)), axis=1)},
-                   {"p": "UINT4", "bit": "BINARY"})
+    nodes = [
+        helper.make_node("Transpose", ["p"], ["pt"], perm=[0, 3, 1, 2], name="nchw"),
+        helper.make_node("Mul", ["bit", "e"], ["eb"], name="mul"),
+        helper.make_node("Add", ["pt", "eb"], ["sum"], name="add"),
+        _threshold("sum", "y", "thr", "UINT2", "mt"),
+    ]
+    model = _model(
+        nodes,
+        {"p": [1, 3, 3, c], "bit": [1, c, 3, 3]},
+        {"y": [1, c, 3, 3]},
+        {"e": RNG.integers(-3, 4, size=(1, c, 1, 1)), "thr": np.sort(RNG.integers(0, 12, size=(c, 3)), axis=1)},
+        {"p": "UINT4", "bit": "BINARY"},
+    )
     after = _copy(model).transform(ResidualJoinToNHWC())
     assert getCustomOp(after.get_nodes_by_op_type("MultiThreshold")[0]).get_nodeattr("data_layout") == "NHWC"
     assert after.find_producer("y").op_type == "Transpose"
-    _same(model, after, [{"p": RNG.integers(0, 10, size=(1, 3, 3, c)), "bit": RNG.integers(0, 2, size=(1, c, 3, 3))}
-                         for _ in range(4)])
+    _same(
+        model,
+        after,
+        [{"p": RNG.integers(0, 10, size=(1, 3, 3, c)), "bit": RNG.integers(0, 2, size=(1, c, 3, 3))} for _ in range(4)],
+    )
 
 
 # ---------------------------------------------------------------- widen_xnor_accumulators
@@ -354,12 +447,31 @@ def _xnor_mvau(mw: int, thresholds: np.ndarray) -> ModelWrapper:
     """One XNOR-mode MVAU: binary input and weights, popcounts in [0, mw], thresholds per channel."""
     mh = thresholds.shape[0]
     node = helper.make_node(
-        "MVAU", ["x", "w", "thr"], ["y"], domain=FPGA_DOMAIN, backend="fpgadataflow", name="mvau",
-        MW=mw, MH=mh, SIMD=1, PE=1, inputDataType="BINARY", weightDataType="BINARY",
-        outputDataType="BIPOLAR", ActVal=0, binaryXnorMode=1, noActivation=0, numInputVectors=[1])
-    return _model([node], {"x": [1, mw]}, {"y": [1, mh]},
-                  {"w": RNG.integers(0, 2, (mw, mh)), "thr": thresholds},
-                  {"x": "BINARY", "w": "BINARY", "y": "BIPOLAR"})
+        "MVAU",
+        ["x", "w", "thr"],
+        ["y"],
+        domain=FPGA_DOMAIN,
+        backend="fpgadataflow",
+        name="mvau",
+        MW=mw,
+        MH=mh,
+        SIMD=1,
+        PE=1,
+        inputDataType="BINARY",
+        weightDataType="BINARY",
+        outputDataType="BIPOLAR",
+        ActVal=0,
+        binaryXnorMode=1,
+        noActivation=0,
+        numInputVectors=[1],
+    )
+    return _model(
+        [node],
+        {"x": [1, mw]},
+        {"y": [1, mh]},
+        {"w": RNG.integers(0, 2, (mw, mh)), "thr": thresholds},
+        {"x": "BINARY", "w": "BINARY", "y": "BIPOLAR"},
+    )
 
 
 def test_popcount_datatype_is_qonnxs_smallest() -> None:
@@ -393,12 +505,31 @@ def test_raise_hls_mvau_simd() -> None:
     """MW = 2304 at SIMD 2 is below finn-hlslib's MW / 1024: raised to 3, the smallest divisor that fits."""
     mw = 2304
     node = helper.make_node(
-        "MVAU_hls", ["x", "w", "thr"], ["y"], domain=FPGA_DOMAIN + ".hls", backend="fpgadataflow", name="mvau",
-        MW=mw, MH=2, SIMD=2, PE=1, inputDataType="BINARY", weightDataType="BINARY", outputDataType="BIPOLAR",
-        ActVal=0, binaryXnorMode=1, noActivation=0, numInputVectors=[1])
-    model = _model([node], {"x": [1, mw]}, {"y": [1, 2]},
-                   {"w": RNG.integers(0, 2, (mw, 2)), "thr": np.array([[mw / 2], [mw / 3]])},
-                   {"x": "BINARY", "w": "BINARY", "y": "BIPOLAR"})
+        "MVAU_hls",
+        ["x", "w", "thr"],
+        ["y"],
+        domain=FPGA_DOMAIN + ".hls",
+        backend="fpgadataflow",
+        name="mvau",
+        MW=mw,
+        MH=2,
+        SIMD=2,
+        PE=1,
+        inputDataType="BINARY",
+        weightDataType="BINARY",
+        outputDataType="BIPOLAR",
+        ActVal=0,
+        binaryXnorMode=1,
+        noActivation=0,
+        numInputVectors=[1],
+    )
+    model = _model(
+        [node],
+        {"x": [1, mw]},
+        {"y": [1, 2]},
+        {"w": RNG.integers(0, 2, (mw, 2)), "thr": np.array([[mw / 2], [mw / 3]])},
+        {"x": "BINARY", "w": "BINARY", "y": "BIPOLAR"},
+    )
     fix = RaiseHlsMvauSimd()
     after = _copy(model).transform(fix)
     assert fix.raised == [("mvau", 2, 3)] and getCustomOp(after.graph.node[0]).get_nodeattr("SIMD") == 3
@@ -449,8 +580,12 @@ def test_private_finn_apis_bnnflow_calls_are_there() -> None:
     import finn.builder.build_dataflow_config as bc
     from finn.util import vivado
 
-    cfg = bc.DataflowBuildConfig(output_dir="x", synth_clk_period_ns=10.0, target_fps=1000,
-                                 generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
+    cfg = bc.DataflowBuildConfig(
+        output_dir="x",
+        synth_clk_period_ns=10.0,
+        target_fps=1000,
+        generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS],
+    )
     assert cfg._resolve_cycles_per_frame() == 100_000  # 10 ns clock, 1000 FPS
     assert cfg._resolve_verification_steps() == []
     assert list(inspect.signature(vivado._parse_vivado_timing_report).parameters) == ["report_path"]
@@ -464,10 +599,12 @@ def test_streamline_refusal_becomes_not_supported(tmp_path: Path) -> None:
     from build_flows.steps import step_streamline
 
     _finn_steps_module(tmp_path)
-    model = _model([_pad("x", "y", "pads", "v")], {"x": [1, 2, 3, 3]}, {"y": [1, 2, 5, 5]},
-                   {"v": np.array(3.0)}, pads=SPATIAL_PADS)
-    cfg = bc.DataflowBuildConfig(output_dir=str(tmp_path), synth_clk_period_ns=10.0,
-                                 generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS])
+    model = _model(
+        [_pad("x", "y", "pads", "v")], {"x": [1, 2, 3, 3]}, {"y": [1, 2, 5, 5]}, {"v": np.array(3.0)}, pads=SPATIAL_PADS
+    )
+    cfg = bc.DataflowBuildConfig(
+        output_dir=str(tmp_path), synth_clk_period_ns=10.0, generate_outputs=[bc.DataflowOutputType.ESTIMATE_REPORTS]
+    )
     with pytest.raises(NotSupported, match=r"^not supported: padding node \S+ \(value 3.0\) is not in front") as exc:
         step_streamline(model, cfg)
     assert "\n" not in str(exc.value)

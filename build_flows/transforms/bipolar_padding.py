@@ -194,8 +194,7 @@ class AbsorbPadIntoIm2Col(Transformation):
             if perm is None or list(perm.ints) != [0, 2, 3, 1] or im2col is None or im2col.op_type != "Im2Col":
                 continue
             inst = getCustomOp(im2col)
-            if len(pads) != 8 or any(pads[[0, 1, 4, 5]]) or any(inst.get_nodeattr("pad_amount")) \
-                    or value != int(value):
+            if len(pads) != 8 or any(pads[[0, 1, 4, 5]]) or any(inst.get_nodeattr("pad_amount")) or value != int(value):
                 continue
             # ONNX pads: [N, C, H, W] begins then ends; Im2Col: [top, left, bottom, right].
             inst.set_nodeattr("pad_amount", [int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])])
@@ -231,15 +230,19 @@ def refuse_zero_padded_bipolar(model: ModelWrapper) -> None:
     """
     for node in model.get_nodes_by_op_type("Im2Col"):
         inst = getCustomOp(node)
-        if model.get_tensor_datatype(node.input[0]) == DataType["BIPOLAR"] and \
-                any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") == 0:
+        if (
+            model.get_tensor_datatype(node.input[0]) == DataType["BIPOLAR"]
+            and any(inst.get_nodeattr("pad_amount"))
+            and inst.get_nodeattr("pad_value") == 0
+        ):
             k = "x".join(str(v) for v in inst.get_nodeattr("kernel_size"))
             _, h, w, c = model.get_tensor_shape(node.input[0])
             raise UnsupportedGraph(
                 f"the {k} convolution on the {h}x{w}x{c} binary feature map zero-pads 1-bit (bipolar) "
                 "activations; 0 is not a binary value, and FINN's XNOR layers would pad with -1 instead. "
                 "Pad binary activations with -1 (models.layers.BinaryPad, nn.ConstantPad2d(p, -1.0)) or "
-                "use convolutions without padding")
+                "use convolutions without padding"
+            )
 
 
 def check_padding(model: ModelWrapper) -> None:
@@ -252,10 +255,12 @@ def check_padding(model: ModelWrapper) -> None:
             raise UnsupportedGraph(
                 f"padding node {node.name} (value {info[1] if info else 'not constant'}) is not in front "
                 "of a convolution on a thresholded or binary tensor; bnnflow builds padding only as "
-                "-1/0 padding of conv inputs")
+                "-1/0 padding of conv inputs"
+            )
         if node.op_type == "Im2Col":
             inst = getCustomOp(node)
             if any(inst.get_nodeattr("pad_amount")) and inst.get_nodeattr("pad_value") != 0:
                 raise UnsupportedGraph(
                     f"convolution {convs} (counting from the input) pads with {inst.get_nodeattr('pad_value')} on a "
-                    f"{model.get_tensor_datatype(node.input[0]).name} tensor; FINN's FMPadding pads with 0 only")
+                    f"{model.get_tensor_datatype(node.input[0]).name} tensor; FINN's FMPadding pads with 0 only"
+                )

@@ -82,15 +82,22 @@ class LowerGlobalAveragePoolBeforeTopK(Transformation):
                 continue
             flat = model.find_producer(topk.input[0])
             gap = model.find_producer(flat.input[0]) if flat is not None and flat.op_type == "Flatten" else None
-            trans = model.find_producer(gap.input[0]) if gap is not None and gap.op_type == "GlobalAveragePool" \
-                else None
+            trans = (
+                model.find_producer(gap.input[0]) if gap is not None and gap.op_type == "GlobalAveragePool" else None
+            )
             if gap is None or trans is None or trans.op_type != "Transpose":  # trans implies gap
                 continue
             perm = get_by_name(trans.attribute, "perm")
             x = trans.input[0]
             shape, idt = model.get_tensor_shape(x), model.get_tensor_datatype(x)
-            if perm is None or list(perm.ints) != [0, 3, 1, 2] or shape is None or len(shape) != 4 \
-                    or shape[0] != 1 or not idt.is_integer():
+            if (
+                perm is None
+                or list(perm.ints) != [0, 3, 1, 2]
+                or shape is None
+                or len(shape) != 4
+                or shape[0] != 1
+                or not idt.is_integer()
+            ):
                 continue
             if any(len(model.find_consumers(t.output[0]) or []) != 1 for t in (trans, gap, flat)):
                 continue
@@ -100,9 +107,18 @@ class LowerGlobalAveragePoolBeforeTopK(Transformation):
             model.set_initializer(shape_init, np.asarray([1, 1, 1, h * w, c], dtype=np.int64))
             model.set_initializer(axes_init, np.asarray([3], dtype=np.int64))
             nodes = [
-                helper.make_node("Im2Col", [x], [windows], domain="qonnx.custom_op.general",
-                                 stride=[1, 1], kernel_size=[h, w], pad_amount=[0, 0, 0, 0],
-                                 input_shape=f"(1,{h},{w},{c})", dilations=[1, 1], name=f"{gap.name}_window"),
+                helper.make_node(
+                    "Im2Col",
+                    [x],
+                    [windows],
+                    domain="qonnx.custom_op.general",
+                    stride=[1, 1],
+                    kernel_size=[h, w],
+                    pad_amount=[0, 0, 0, 0],
+                    input_shape=f"(1,{h},{w},{c})",
+                    dilations=[1, 1],
+                    name=f"{gap.name}_window",
+                ),
                 helper.make_node("Reshape", [windows, shape_init], [grouped], name=f"{gap.name}_group"),
                 helper.make_node("ReduceSum", [grouped, axes_init], [summed], keepdims=0, name=f"{gap.name}_sum"),
             ]

@@ -14,22 +14,32 @@ def bipolar_matmuls(model: ModelWrapper) -> list[str]:
     """The MatMul nodes qonnx's ``ConvertBipolarMatMulToXnorPopcount`` would still convert
     (BIPOLAR input and weights)."""
     bipolar = DataType["BIPOLAR"]
-    return [n.name or n.output[0] for n in model.get_nodes_by_op_type("MatMul")
-            if model.get_tensor_datatype(n.input[0]) == bipolar and model.get_tensor_datatype(n.input[1]) == bipolar]
+    return [
+        n.name or n.output[0]
+        for n in model.get_nodes_by_op_type("MatMul")
+        if model.get_tensor_datatype(n.input[0]) == bipolar and model.get_tensor_datatype(n.input[1]) == bipolar
+    ]
 
 
 def require_xnor_converted(model: ModelWrapper, pass_name: str) -> None:
     """Raise unless qonnx's XNOR conversion has run (no bipolar x bipolar MatMul is left)."""
     left = bipolar_matmuls(model)
     if left:
-        raise PassOrderError(f"{pass_name} runs after ConvertBipolarMatMulToXnorPopcount, but the graph still "
-                             f"has bipolar MatMul nodes ({', '.join(left)}): run the XNOR conversion first")
+        raise PassOrderError(
+            f"{pass_name} runs after ConvertBipolarMatMulToXnorPopcount, but the graph still "
+            f"has bipolar MatMul nodes ({', '.join(left)}): run the XNOR conversion first"
+        )
 
 
 def require_convs_lowered(model: ModelWrapper, pass_name: str) -> None:
     """Raise while a ``Pad`` still feeds a ``Conv`` (qonnx's ``LowerConvsToMatMul`` has not run)."""
-    padded = [n.name or n.output[0] for n in model.get_nodes_by_op_type("Conv")
-              if (p := model.find_producer(n.input[0])) is not None and p.op_type == "Pad"]
+    padded = [
+        n.name or n.output[0]
+        for n in model.get_nodes_by_op_type("Conv")
+        if (p := model.find_producer(n.input[0])) is not None and p.op_type == "Pad"
+    ]
     if padded:
-        raise PassOrderError(f"{pass_name} runs after LowerConvsToMatMul, but padded Conv nodes are left "
-                             f"({', '.join(padded)}): lower the convolutions first")
+        raise PassOrderError(
+            f"{pass_name} runs after LowerConvsToMatMul, but padded Conv nodes are left "
+            f"({', '.join(padded)}): lower the convolutions first"
+        )

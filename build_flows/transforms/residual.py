@@ -89,13 +89,13 @@ def block_constants(a: np.ndarray, b: np.ndarray, t: np.ndarray, k: int) -> tupl
     return e, w
 
 
-
 def _const(model: ModelWrapper, value: np.ndarray | float, shape: tuple[int, ...], dt: DataType) -> str:
     """A new initializer (never one another node may share)."""
     name = model.make_new_valueinfo_name()
     model.set_initializer(name, np.asarray(value, dtype=np.float32).reshape(shape))
     model.set_tensor_datatype(name, dt)
     return name
+
 
 class BinaryResidualToPopcountSum(Transformation):
     """``Conv -> BatchNormalization -> Add(., s) -> MultiThreshold`` (bipolar s, sign) becomes
@@ -119,8 +119,11 @@ class BinaryResidualToPopcountSum(Transformation):
             if not _is_bipolar_threshold(model, mt_s) or conv is None or conv.op_type != "Conv":
                 continue
             weights = model.get_initializer(conv.input[1])
-            if weights is None or model.get_tensor_datatype(conv.input[1]) != DataType["BIPOLAR"] or \
-                    len(model.find_consumers(bn.output[0])) != 1:
+            if (
+                weights is None
+                or model.get_tensor_datatype(conv.input[1]) != DataType["BIPOLAR"]
+                or len(model.find_consumers(bn.output[0])) != 1
+            ):
                 continue
             a, b = _bn_affine(model, bn)
             channels, k = weights.shape[0], int(np.prod(weights.shape[1:]))
@@ -148,12 +151,17 @@ class BinaryResidualToPopcountSum(Transformation):
             graph.node.remove(bn)
             float32 = DataType["FLOAT32"]
             e_const = _const(model, e, (1, channels, 1, 1), integer_type(int(e.min()), int(e.max())))
-            for j, node in enumerate([
-                helper.make_node("Add", [conv.output[0], _const(model, float(k), (), float32)], [shifted],
-                                 name=f"{add.name}_pc0"),
-                helper.make_node("Mul", [shifted, _const(model, 0.5, (), float32)], [popcount], name=f"{add.name}_pc1"),
-                helper.make_node("Mul", [bit, e_const], [scaled], name=f"{add.name}_e"),
-            ]):
+            for j, node in enumerate(
+                [
+                    helper.make_node(
+                        "Add", [conv.output[0], _const(model, float(k), (), float32)], [shifted], name=f"{add.name}_pc0"
+                    ),
+                    helper.make_node(
+                        "Mul", [shifted, _const(model, 0.5, (), float32)], [popcount], name=f"{add.name}_pc1"
+                    ),
+                    helper.make_node("Mul", [bit, e_const], [scaled], name=f"{add.name}_e"),
+                ]
+            ):
                 graph.node.insert(index + j, node)
             add.input[0], add.input[1] = popcount, scaled
             mt_out.input[1] = _const(model, w, (channels, 1), float32)
@@ -209,8 +217,12 @@ class MergeTwinThresholds(Transformation):
             thresholds = model.get_initializer(node.input[1])
             if thresholds is None:
                 continue
-            key = (node.input[0], thresholds.tobytes(), thresholds.shape,
-                   tuple(sorted(a.SerializeToString() for a in node.attribute)))
+            key = (
+                node.input[0],
+                thresholds.tobytes(),
+                thresholds.shape,
+                tuple(sorted(a.SerializeToString() for a in node.attribute)),
+            )
             twin = seen.setdefault(key, node)
             if twin is node:
                 continue
@@ -248,8 +260,15 @@ class ResidualJoinToNHWC(Transformation):
             perm = get_by_name(trans.attribute, "perm")
             e = model.get_initializer(mul.input[1])
             consumers = model.find_consumers(add.output[0]) or []
-            if perm is None or list(perm.ints) != [0, 3, 1, 2] or e is None or e.ndim != 4 or e.shape[2:] != (1, 1) \
-                    or len(consumers) != 1 or consumers[0].op_type != "MultiThreshold":
+            if (
+                perm is None
+                or list(perm.ints) != [0, 3, 1, 2]
+                or e is None
+                or e.ndim != 4
+                or e.shape[2:] != (1, 1)
+                or len(consumers) != 1
+                or consumers[0].op_type != "MultiThreshold"
+            ):
                 continue
             mt = consumers[0]
             e_dt = model.get_tensor_datatype(mul.input[1])
@@ -257,8 +276,9 @@ class ResidualJoinToNHWC(Transformation):
             model.set_initializer(new_e, e.reshape(1, 1, 1, -1))
             model.set_tensor_datatype(new_e, e_dt)
             bit_nhwc, sum_nhwc, out_nhwc = (model.make_new_valueinfo_name() for _ in range(3))
-            to_nhwc = helper.make_node("Transpose", [mul.input[0]], [bit_nhwc], perm=[0, 2, 3, 1],
-                                       name=f"{mul.name}_nhwc")
+            to_nhwc = helper.make_node(
+                "Transpose", [mul.input[0]], [bit_nhwc], perm=[0, 2, 3, 1], name=f"{mul.name}_nhwc"
+            )
             graph.node.insert(model.get_node_index(mul), to_nhwc)
             mul.input[0], mul.input[1] = bit_nhwc, new_e
             add.input[list(add.input).index(trans.output[0])] = trans.input[0]

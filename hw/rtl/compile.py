@@ -48,23 +48,44 @@ HARNESS = Path(__file__).with_name("harness.cpp")
 EXE_NAME = "harness"
 # -O1: the harness runs a few images; a faster compile matters more than a faster simulation.
 CFLAGS = ("-O1", "-std=c++17")
-VERILATOR_FLAGS = ("--cc", "--exe", "--build", "-j", "1", "--no-timing", "-Wno-fatal", "-Wno-lint",
-                   "-Wno-style", "-Wno-MULTIDRIVEN", "--x-assign", "0", "--x-initial", "0", "--structs-packed")
+VERILATOR_FLAGS = (
+    "--cc",
+    "--exe",
+    "--build",
+    "-j",
+    "1",
+    "--no-timing",
+    "-Wno-fatal",
+    "-Wno-lint",
+    "-Wno-style",
+    "-Wno-MULTIDRIVEN",
+    "--x-assign",
+    "0",
+    "--x-initial",
+    "0",
+    "--structs-packed",
+)
 #: file name -> (text as finn-rtllib has it, the same function Verilator 5.006 can elaborate)
 VERILATOR_COMPAT = {
-    "vpc.sv": ("\t\treturn (b == 0)? a : gcd(b, a % b);\n",
-               "\t\tint unsigned  t;\n\t\twhile(b != 0) begin\n\t\t\tt = a % b;\n\t\t\ta = b;\n\t\t\tb = t;\n"
-               "\t\tend\n\t\treturn a;\n"),
-    "fifo.sv": ("if(push)  A <= { idat, A[0:DEPTH_IMPL-2] };",
-                "if(push) begin\n\t\t\t\tA[0] <= idat;\n"
-                "\t\t\t\tfor(int unsigned  i = 1; i < DEPTH_IMPL; i++)  A[i] <= A[i-1];\n\t\t\tend"),
+    "vpc.sv": (
+        "\t\treturn (b == 0)? a : gcd(b, a % b);\n",
+        "\t\tint unsigned  t;\n\t\twhile(b != 0) begin\n\t\t\tt = a % b;\n\t\t\ta = b;\n\t\t\tb = t;\n"
+        "\t\tend\n\t\treturn a;\n",
+    ),
+    "fifo.sv": (
+        "if(push)  A <= { idat, A[0:DEPTH_IMPL-2] };",
+        "if(push) begin\n\t\t\t\tA[0] <= idat;\n"
+        "\t\t\t\tfor(int unsigned  i = 1; i < DEPTH_IMPL; i++)  A[i] <= A[i-1];\n\t\t\tend",
+    ),
 }
 #: files FINN lists whose module its wrappers instantiate only under ``ifdef FINN_SIMULATION`` (undefined
 #: here): fifo_gauge.sv, the queue that stands in for fifo.sv in FINN's rtlsim, which Verilator 5.006 cannot
 #: parse. Left out, the hardware's own FIFO is what runs; a wrapper that did need it fails to elaborate.
 SIMULATION_ONLY = frozenset({"fifo_gauge.sv"})
-NO_VERILATOR = ("verilator not found on PATH: install it (Debian: `apt-get install verilator`, or `make "
-                "verilator` as root) to co-simulate the RTL layers")
+NO_VERILATOR = (
+    "verilator not found on PATH: install it (Debian: `apt-get install verilator`, or `make "
+    "verilator` as root) to co-simulate the RTL layers"
+)
 
 
 @dataclass(frozen=True)
@@ -73,34 +94,36 @@ class Ports:
 
     clk: str
     rst_n: str
-    s_axis: str      # e.g. "in0_V"
-    m_axis: str      # e.g. "out0_V"
-    in_bytes: int    # TDATA width in bytes (FINN pads stream widths to whole bytes)
+    s_axis: str  # e.g. "in0_V"
+    m_axis: str  # e.g. "out0_V"
+    in_bytes: int  # TDATA width in bytes (FINN pads stream widths to whole bytes)
     out_bytes: int
 
     def header(self) -> str:
         """ports.h: the macros harness.cpp is written against."""
-        return "\n".join([
-            "#pragma once",
-            f"#define CLK {self.clk}",
-            f"#define RST_N {self.rst_n}",
-            f"#define IN_DATA {self.s_axis}_TDATA",
-            f"#define IN_VALID {self.s_axis}_TVALID",
-            f"#define IN_READY {self.s_axis}_TREADY",
-            f"#define OUT_DATA {self.m_axis}_TDATA",
-            f"#define OUT_VALID {self.m_axis}_TVALID",
-            f"#define OUT_READY {self.m_axis}_TREADY",
-            f"#define IN_BYTES {self.in_bytes}",
-            f"#define OUT_BYTES {self.out_bytes}",
-            "",
-        ])
+        return "\n".join(
+            [
+                "#pragma once",
+                f"#define CLK {self.clk}",
+                f"#define RST_N {self.rst_n}",
+                f"#define IN_DATA {self.s_axis}_TDATA",
+                f"#define IN_VALID {self.s_axis}_TVALID",
+                f"#define IN_READY {self.s_axis}_TREADY",
+                f"#define OUT_DATA {self.m_axis}_TDATA",
+                f"#define OUT_VALID {self.m_axis}_TVALID",
+                f"#define OUT_READY {self.m_axis}_TREADY",
+                f"#define IN_BYTES {self.in_bytes}",
+                f"#define OUT_BYTES {self.out_bytes}",
+                "",
+            ]
+        )
 
 
 @dataclass(frozen=True)
 class Compiled:
     exe: Path
     key: str
-    seconds: float   # compile time, 0.0 when it came from the cache
+    seconds: float  # compile time, 0.0 when it came from the cache
     cached: bool
 
 
@@ -150,8 +173,9 @@ def compile_node(name: str, hdl: list[Path], top: str, ports: Ports) -> Compiled
     hdl = [path for path in hdl if path.name not in SIMULATION_ONLY]
     for path in hdl:
         if not path.is_file():
-            raise BnnflowError(f"{path}: HDL file of node {name} is missing; rebuild with `bnnflow build` "
-                               "(code generation writes it)")
+            raise BnnflowError(
+                f"{path}: HDL file of node {name} is missing; rebuild with `bnnflow build` (code generation writes it)"
+            )
     key = cache_key(hdl, top, ports)
     final = cache_dir() / "rtl" / key
     exe = final / EXE_NAME
@@ -164,9 +188,22 @@ def compile_node(name: str, hdl: list[Path], top: str, ports: Ports) -> Compiled
         (work / "ports.h").write_text(ports.header())
         shutil.copy(HARNESS, work / HARNESS.name)
         sources = [_compatible(path, work) for path in hdl]
-        cmd = [verilator(), *VERILATOR_FLAGS, "--top-module", top, "--prefix", "Vtop",
-               "-Mdir", str(work / "obj"), "-CFLAGS", " ".join(CFLAGS + (f"-I{work}",)),
-               "-o", str(work / EXE_NAME), *map(str, sources), str(work / HARNESS.name)]
+        cmd = [
+            verilator(),
+            *VERILATOR_FLAGS,
+            "--top-module",
+            top,
+            "--prefix",
+            "Vtop",
+            "-Mdir",
+            str(work / "obj"),
+            "-CFLAGS",
+            " ".join(CFLAGS + (f"-I{work}",)),
+            "-o",
+            str(work / EXE_NAME),
+            *map(str, sources),
+            str(work / HARNESS.name),
+        ]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - t0

@@ -33,10 +33,18 @@ from hw.rtl import streams
 from hw.rtl.compile import Compiled, Ports, compile_node, verilator
 
 #: RTL node types whose stream behaviour the harness covers (FINN names, with the suffix).
-DRIVEN = frozenset({"Thresholding_rtl", "ConvolutionInputGenerator_rtl", "Reshape_rtl",
-                    "StreamingDataWidthConverter_rtl", "FMPadding_rtl", "StreamingFIFO_rtl"})
-GAP_PCT = 30      # percent of cycles the source leaves empty before offering a word
-STALL_PCT = 30    # percent of cycles the sink holds TREADY low
+DRIVEN = frozenset(
+    {
+        "Thresholding_rtl",
+        "ConvolutionInputGenerator_rtl",
+        "Reshape_rtl",
+        "StreamingDataWidthConverter_rtl",
+        "FMPadding_rtl",
+        "StreamingFIFO_rtl",
+    }
+)
+GAP_PCT = 30  # percent of cycles the source leaves empty before offering a word
+STALL_PCT = 30  # percent of cycles the sink holds TREADY low
 IDLE_CYCLES = 20000  # cycles without any handshake before a run counts as hung
 RUN_TIMEOUT_S = 600
 
@@ -52,8 +60,8 @@ class NodeResult:
     images: int = 0
     elements: int | None = None
     mismatches: int | None = None
-    cycles: int | None = None               # free-running, first input to last output, one image
-    finn_cycles: int | None = None          # FINN's get_exp_cycles
+    cycles: int | None = None  # free-running, first input to last output, one image
+    finn_cycles: int | None = None  # FINN's get_exp_cycles
     cycles_backpressure: int | None = None  # all images with gaps and stalls
     protocol_violations: int | None = None
     timed_out: bool | None = None
@@ -63,8 +71,7 @@ class NodeResult:
 
     @property
     def ok(self) -> bool:
-        return (not self.driven) or (self.mismatches == 0 and self.protocol_violations == 0
-                                     and not self.timed_out)
+        return (not self.driven) or (self.mismatches == 0 and self.protocol_violations == 0 and not self.timed_out)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -97,9 +104,14 @@ def why_not_driven(inst: Any) -> str | None:
 
 def ports_of(inst: Any) -> Ports:
     intf = inst.get_verilog_top_module_intf_names()
-    return Ports(clk=intf["clk"][0], rst_n=intf["rst"][0], s_axis=intf["s_axis"][0][0],
-                 m_axis=intf["m_axis"][0][0], in_bytes=inst.get_instream_width_padded() // 8,
-                 out_bytes=inst.get_outstream_width_padded() // 8)
+    return Ports(
+        clk=intf["clk"][0],
+        rst_n=intf["rst"][0],
+        s_axis=intf["s_axis"][0][0],
+        m_axis=intf["m_axis"][0][0],
+        in_bytes=inst.get_instream_width_padded() // 8,
+        out_bytes=inst.get_outstream_width_padded() // 8,
+    )
 
 
 def compile_inst(inst: Any) -> Compiled:
@@ -109,8 +121,17 @@ def compile_inst(inst: Any) -> Compiled:
     return compile_node(inst.onnx_node.name, hdl, inst.get_nodeattr("gen_top_module"), ports_of(inst))
 
 
-def run_harness(exe: Path, cwd: Path, words: np.ndarray, n_out: int, out_bytes: int, seed: int,
-                gap_pct: int, stall_pct: int, idle_cycles: int = IDLE_CYCLES) -> tuple[np.ndarray, dict[str, Any]]:
+def run_harness(
+    exe: Path,
+    cwd: Path,
+    words: np.ndarray,
+    n_out: int,
+    out_bytes: int,
+    seed: int,
+    gap_pct: int,
+    stall_pct: int,
+    idle_cycles: int = IDLE_CYCLES,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream ``words`` (n, in_bytes) through the harness; the received words and its statistics.
 
     It runs in ``cwd`` (the node's code generation folder), where the HDL's
@@ -119,12 +140,23 @@ def run_harness(exe: Path, cwd: Path, words: np.ndarray, n_out: int, out_bytes: 
     with tempfile.TemporaryDirectory(prefix="bnnflow-rtl-") as tmp:
         fin, fout = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         fin.write_bytes(np.ascontiguousarray(words, dtype=np.uint8).tobytes())
-        cmd = [str(exe), str(fin), str(fout), str(len(words)), str(n_out), str(seed), str(gap_pct),
-               str(stall_pct), str(idle_cycles)]
+        cmd = [
+            str(exe),
+            str(fin),
+            str(fout),
+            str(len(words)),
+            str(n_out),
+            str(seed),
+            str(gap_pct),
+            str(stall_pct),
+            str(idle_cycles),
+        ]
         res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
         if res.returncode != 0:
-            raise BnnflowError(f"{exe}: the RTL harness failed ({res.stderr.strip() or res.returncode}); "
-                               f"delete {exe.parent} to compile it again")
+            raise BnnflowError(
+                f"{exe}: the RTL harness failed ({res.stderr.strip() or res.returncode}); "
+                f"delete {exe.parent} to compile it again"
+            )
         stats = json.loads(res.stdout.strip().splitlines()[-1])
         got = np.frombuffer(fout.read_bytes(), dtype=np.uint8).reshape(-1, out_bytes)
     return got, stats
@@ -148,8 +180,9 @@ def hw_order(inst: Any, y: np.ndarray) -> np.ndarray:
     return y.reshape(*lead, k, ch // simd, simd).swapaxes(-3, -2).reshape(y.shape)
 
 
-def drive(inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int = GAP_PCT,
-          stall_pct: int = STALL_PCT) -> NodeResult:
+def drive(
+    inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int = GAP_PCT, stall_pct: int = STALL_PCT
+) -> NodeResult:
     """Feed ``x`` (the node's input, N images in FINN's normal layout) through the node's HDL and
     compare its output with ``y`` (the expected output tensor)."""
     from qonnx.core.datatype import DataType
@@ -173,18 +206,25 @@ def drive(inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int =
     finn_cycles = int(inst.get_exp_cycles())
     idle = IDLE_CYCLES + 2 * finn_cycles
     t0 = time.perf_counter()
-    got_bp, st_bp = run_harness(comp.exe, cwd, words_in, len(expected), ports.out_bytes, seed, gap_pct, stall_pct,
-                                idle)
+    got_bp, st_bp = run_harness(comp.exe, cwd, words_in, len(expected), ports.out_bytes, seed, gap_pct, stall_pct, idle)
     per_image_in, per_image_out = len(words_in) // n, len(expected) // n
-    got_free, st_free = run_harness(comp.exe, cwd, words_in[:per_image_in], per_image_out, ports.out_bytes, seed,
-                                    0, 0, idle)
+    got_free, st_free = run_harness(
+        comp.exe, cwd, words_in[:per_image_in], per_image_out, ports.out_bytes, seed, 0, 0, idle
+    )
     run_s = time.perf_counter() - t0
-    mism = (streams.element_mismatches(got_bp, expected, per_word, bits)
-            + streams.element_mismatches(got_free, expected[:per_image_out], per_word, bits))
-    free_cycles = (st_free["last_output"] - st_free["first_input"] + 1
-                   if st_free["first_input"] >= 0 and st_free["last_output"] >= 0 else None)
+    mism = streams.element_mismatches(got_bp, expected, per_word, bits) + streams.element_mismatches(
+        got_free, expected[:per_image_out], per_word, bits
+    )
+    free_cycles = (
+        st_free["last_output"] - st_free["first_input"] + 1
+        if st_free["first_input"] >= 0 and st_free["last_output"] >= 0
+        else None
+    )
     return NodeResult(
-        node=name, op_type=op, driven=True, images=n,
+        node=name,
+        op_type=op,
+        driven=True,
+        images=n,
         elements=(len(expected) + per_image_out) * per_word,
         mismatches=mism,
         cycles=free_cycles,
@@ -192,12 +232,19 @@ def drive(inst: Any, x: np.ndarray, y: np.ndarray, seed: int = 0, gap_pct: int =
         cycles_backpressure=st_bp["cycles"],
         protocol_violations=st_bp["protocol_violations"] + st_free["protocol_violations"],
         timed_out=bool(st_bp["timed_out"] or st_free["timed_out"]),
-        compile_s=round(comp.seconds, 2), run_s=round(run_s, 3), cached=comp.cached,
+        compile_s=round(comp.seconds, 2),
+        run_s=round(run_s, 3),
+        cached=comp.cached,
     )
 
 
-def cosim_build(build_dir: Path | str, data_dir: Path | str | None = None, limit: int = 3, seed: int = 0,
-                from_artifacts: bool = False) -> dict[str, Any]:
+def cosim_build(
+    build_dir: Path | str,
+    data_dir: Path | str | None = None,
+    limit: int = 3,
+    seed: int = 0,
+    from_artifacts: bool = False,
+) -> dict[str, Any]:
     """Every RTL node of a build against the simulator on its data set's first ``limit`` test images."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
@@ -210,8 +257,10 @@ def cosim_build(build_dir: Path | str, data_dir: Path | str | None = None, limit
     ld = run.load(build_dir, from_artifacts)
     dataset = verify.dataset_of(ld.build)
     if dataset is None:
-        raise BnnflowError(f"{ld.build.root}: manifest.json names no data set or checkpoint, so there are no "
-                           "test images to drive the RTL nodes with")
+        raise BnnflowError(
+            f"{ld.build.root}: manifest.json names no data set or checkpoint, so there are no "
+            "test images to drive the RTL nodes with"
+        )
     split = data.load(dataset, "test", data_dir).subset(limit)
     x = verify.images_as_input(split.images, ld.graph.input_dtype)
     _, tensors = ld.sim.run(x, intermediates=True)
@@ -224,8 +273,10 @@ def cosim_build(build_dir: Path | str, data_dir: Path | str | None = None, limit
         inst = getCustomOp(node)
         src, dst = node.input[0], node.output[0]
         if src not in tensors or dst not in tensors:
-            raise BnnflowError(f"{ld.build.accel}: the simulator has no tensor {src if src not in tensors else dst} "
-                               f"of node {node.name}")
+            raise BnnflowError(
+                f"{ld.build.accel}: the simulator has no tensor {src if src not in tensors else dst} "
+                f"of node {node.name}"
+            )
         results.append(drive(inst, tensors[src], tensors[dst], seed))
     return {
         "build": str(ld.build.root),

@@ -33,8 +33,7 @@ def to_words(x: np.ndarray, folded: tuple[int, ...], dt: DataType, nbytes: int) 
         # values outside the type would wrap in the packing: a simulator bug, not a stream to send
         if x.size and (x.min() < stream_dtype(dt).min() or x.max() > stream_dtype(dt).max()):
             raise ValueError(f"tensor values [{x.min()}, {x.max()}] outside {dt.name}")
-    packed = finnpy_to_packed_bytearray(x.astype(np.float32), stream_dtype(dt), reverse_inner=True,
-                                        reverse_endian=True)
+    packed = finnpy_to_packed_bytearray(x.astype(np.float32), stream_dtype(dt), reverse_inner=True, reverse_endian=True)
     packed = np.ascontiguousarray(packed).reshape(-1, packed.shape[-1])
     if packed.shape[1] > nbytes:
         raise ValueError(f"a word of {folded[-1]} x {dt.name} needs {packed.shape[1]} bytes, the port has {nbytes}")
