@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from bnnflow import checkpoint
+from prune.config import METHODS, PruneConfig
 from prune.pipeline import prune_checkpoint
-from prune.schedule import METHODS, PruneConfig
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import prune.cli
 import reports.cli
 from bnnflow import validate as v
 from bnnflow.errors import BnnflowError
+from bnnflow.train_config import TrainConfig
 
 Handler = Callable[[argparse.Namespace], int]
 #: a subcommand: its name, the function adding its options, the function running it
@@ -38,13 +39,13 @@ def _print_json(obj: Any) -> None:
 def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="architecture: tfc sfc lfc cnv nin vgg11 resnet18")
     p.add_argument("--out", type=Path, required=True, help="run folder (model.pt, state.pt)")
-    p.add_argument("--epochs", type=v.arg_int(1), default=20)
-    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
-    p.add_argument("--lr", type=v.arg_float(0.0, lo_open=True), default=5e-3)
-    p.add_argument("--lr-min", type=v.arg_float(0.0), default=0.0)
-    p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
-    p.add_argument("--weight-decay", type=v.arg_float(0.0), default=0.0)
-    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
+    p.add_argument("--epochs", type=v.arg_int(1), default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=v.arg_int(1), default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=v.arg_float(0.0, lo_open=True), default=TrainConfig.lr)
+    p.add_argument("--lr-min", type=v.arg_float(0.0), default=TrainConfig.lr_min)
+    p.add_argument("--schedule", choices=["cosine", "constant"], default=TrainConfig.schedule)
+    p.add_argument("--weight-decay", type=v.arg_float(0.0), default=TrainConfig.weight_decay)
+    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=TrainConfig.seed)
     p.add_argument(
         "--widths",
         type=v.arg_list(v.arg_int(1, v.MAX_WIDTH), "widths"),
@@ -62,10 +63,10 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--holdout",
         type=v.arg_int(0),
-        default=None,
+        default=TrainConfig.holdout,
         metavar="N",
         help="keep the last N training images out of training; the epoch best on them is "
-        "the one kept (0: keep the last epoch; default 5000)",
+        f"the one kept (0: keep the last epoch; default {TrainConfig.holdout})",
     )
     p.add_argument(
         "--no-fast", action="store_true", help="train through the Brevitas modules instead of their plain-torch twin"
@@ -86,7 +87,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
 def _train(a: argparse.Namespace) -> int:
     """Train a zoo network (checkpoint every epoch, --resume)."""
     from bnnflow import outdir
-    from bnnflow.train import TrainConfig, train
+    from bnnflow.train import train
 
     cfg = TrainConfig(
         arch=a.model,
@@ -104,7 +105,7 @@ def _train(a: argparse.Namespace) -> int:
         data_dir=str(a.data_dir) if a.data_dir else None,
         fast=not a.no_fast,
         compile=a.compile,
-        **({} if a.holdout is None else {"holdout": a.holdout}),
+        holdout=a.holdout,
     )
     if a.stop_after is not None and a.stop_after < 1:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")

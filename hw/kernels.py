@@ -213,7 +213,7 @@ def check_accumulator(acc: np.ndarray, lo: int, hi: int, wrap: bool) -> tuple[np
     """Per-image count of accumulator values outside [lo, hi], and ``acc`` wrapped there if ``wrap``.
 
     The generated HLS keeps each MVAU's accumulator in an ``ap_int`` of fixed
-    width (:func:`hw.simulate.accumulator_datatype`), which wraps on overflow.
+    width (:func:`hw.runners.accumulator_datatype`), which wraps on overflow.
     """
     outside = (acc < lo) | (acc > hi)
     counts = outside.reshape(len(acc), -1).sum(axis=1)

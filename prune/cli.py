@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from bnnflow import validate as v
+from prune.config import PruneConfig
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,10 @@ def _opts(p: argparse.ArgumentParser) -> None:
         "80%% of the BRAM18)",
     )
     p.add_argument(
-        "--clock-ns", type=v.arg_float(0, lo_open=True), default=10.0, help="with --fit: clock period of the design"
+        "--clock-ns",
+        type=v.arg_float(0, lo_open=True),
+        default=PruneConfig.clock_ns,
+        help="with --fit: clock period of the design",
     )
     p.add_argument(
         "--cost-cache",
@@ -58,7 +62,7 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--granularity",
         type=v.arg_int(1),
-        default=1,
+        default=PruneConfig.granularity,
         help="every kept filter count is a multiple of this (FINN PE/SIMD)",
     )
     p.add_argument("--out", type=Path, required=True, help="pruned checkpoint (.pt)")
@@ -79,48 +83,69 @@ def _opts(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stage-samples",
         type=v.arg_int(0),
-        default=10000,
+        default=PruneConfig.stage_samples,
         help="training images per stage, a fresh random subset each (0: all)",
     )
-    p.add_argument("--sub-epochs", type=v.arg_int(1), default=1, help="passes per subsidiary (gate) step")
-    p.add_argument("--stage-epochs", type=v.arg_int(1), default=1, help="passes per retraining step")
-    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
     p.add_argument(
-        "--lr-sub", type=v.arg_float(0, lo_open=True), default=1e-4, help="learning rate of the gate parameters"
+        "--sub-epochs", type=v.arg_int(1), default=PruneConfig.sub_epochs, help="passes per subsidiary (gate) step"
     )
     p.add_argument(
-        "--lr-main", type=v.arg_float(0, lo_open=True), default=1e-3, help="learning rate of the retraining steps"
+        "--stage-epochs", type=v.arg_int(1), default=PruneConfig.main_epochs, help="passes per retraining step"
+    )
+    p.add_argument("--batch-size", type=v.arg_int(1), default=PruneConfig.batch_size)
+    p.add_argument(
+        "--lr-sub",
+        type=v.arg_float(0, lo_open=True),
+        default=PruneConfig.lr_sub,
+        help="learning rate of the gate parameters",
+    )
+    p.add_argument(
+        "--lr-main",
+        type=v.arg_float(0, lo_open=True),
+        default=PruneConfig.lr_main,
+        help="learning rate of the retraining steps",
     )
     p.add_argument(
         "--finetune-epochs",
         type=v.arg_int(0),
-        default=0,
+        default=PruneConfig.finetune_epochs,
         help="after removal, fine-tune the whole pruned network for N full epochs (0: off)",
     )
     p.add_argument(
-        "--finetune-lr", type=v.arg_float(0, lo_open=True), default=1e-3, help="starting learning rate of the fine-tune"
+        "--finetune-lr",
+        type=v.arg_float(0, lo_open=True),
+        default=PruneConfig.finetune_lr,
+        help="starting learning rate of the fine-tune",
     )
     p.add_argument(
         "--holdout",
         type=v.arg_int(0),
-        default=0,
+        default=PruneConfig.holdout,
         metavar="N",
         help="keep the last N training images out of every training step; the fine-tune then "
         "ends with its best epoch on them instead of its last (0: off)",
     )
-    p.add_argument("--kd-weight", type=v.arg_float(0), default=1.0, help="distillation weight (0: off)")
-    p.add_argument("--kd-temp", type=v.arg_float(0, lo_open=True), default=4.0, help="distillation temperature")
-    p.add_argument("--sparsity", type=v.arg_float(0), default=0.0, help="kept-filter penalty lambda (0: off)")
-    p.add_argument("--eval-limit", type=v.arg_int(1), default=2000, help="test images for per-stage accuracy")
-    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=0)
+    p.add_argument(
+        "--kd-weight", type=v.arg_float(0), default=PruneConfig.kd_weight, help="distillation weight (0: off)"
+    )
+    p.add_argument(
+        "--kd-temp", type=v.arg_float(0, lo_open=True), default=PruneConfig.kd_temp, help="distillation temperature"
+    )
+    p.add_argument(
+        "--sparsity", type=v.arg_float(0), default=PruneConfig.sparsity, help="kept-filter penalty lambda (0: off)"
+    )
+    p.add_argument(
+        "--eval-limit", type=v.arg_int(1), default=PruneConfig.eval_limit, help="test images for per-stage accuracy"
+    )
+    p.add_argument("--seed", type=v.arg_int(0, 2**40), default=PruneConfig.seed)
     v.add_data_dir_option(p)
 
 
 def _prune(a: argparse.Namespace) -> int:
     """Prune filters of a checkpoint (learned main/subsidiary method or a baseline)."""
     from bnnflow.errors import BnnflowError
+    from prune.config import PruneConfig
     from prune.pipeline import prune_checkpoint
-    from prune.schedule import PruneConfig
 
     allocation = a.allocation
     if a.fit is not None:

@@ -42,7 +42,7 @@ from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from bnnflow.train import TrainConfig, lr_at, train_epoch
 from models.nets import BinaryNet
-from prune.schedule import PruneConfig, with_defaults
+from prune.config import PruneConfig, with_defaults
 
 FORMAT = "bnnflow-prune-finetune"
 

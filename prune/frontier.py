@@ -50,7 +50,7 @@ from typing import Any
 from bnnflow import checkpoint, outdir, validate
 from bnnflow.errors import BnnflowError
 from bnnflow.files import atomic_write, sha256_file
-from prune.schedule import PruneConfig
+from prune.config import PruneConfig
 
 METHODS = ("learned", "uniform", "msf-cascade", "random")
 CONTROL = "unpruned"

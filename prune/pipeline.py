@@ -15,9 +15,11 @@ from bnnflow.evaluate import accuracy
 from bnnflow.files import atomic_write, check_output_file
 from models.nets import BinaryNet
 from prune import pfr, report
+from prune.config import PruneConfig
 from prune.finetune import finetune
+from prune.losses import distillation_loss
 from prune.removal import physically_prune
-from prune.schedule import PruneConfig, Pruner, distillation_loss
+from prune.schedule import Pruner
 
 FIT_REPORT = "fit.md"
 

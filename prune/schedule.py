@@ -42,13 +42,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bnnflow import checkpoint, data
 from bnnflow.errors import BnnflowError
@@ -56,107 +55,13 @@ from bnnflow.evaluate import accuracy
 from bnnflow.train import TrainConfig, train_epoch
 from models.nets import BinaryNet
 from prune import allocation, baselines, pfr
+from prune.config import PruneConfig, with_defaults
 from prune.gates import GateSet
+from prune.losses import distillation_loss, objective
 from prune.topology import unit_at
 
-METHODS = ("subsidiary", "msf-layerwise", "msf-cascade", "random")
-ALLOCATIONS = ("uniform", "learned", "learned-mac", "fit")
 PROBE_SAMPLES = 1000  # training images on which the allocation probe measures the loss
 STATE_FORMAT = "bnnflow-prune-state"
-
-
-@dataclass
-class PruneConfig:
-    """Everything that defines a pruning run; stored in the pruned checkpoint's metadata."""
-
-    method: str
-    target_pfr: float | dict[str, float] | None  # None with allocation "fit" (the budget decides)
-    granularity: int = 1
-    stage_samples: int | None = 10000  # training samples per stage (a fresh random subset each)
-    sub_epochs: int = 1  # passes over the stage samples in a subsidiary step
-    main_epochs: int = 1  # passes over the stage samples in a retraining step
-    batch_size: int = 100
-    lr_sub: float = 1e-4
-    lr_main: float = 1e-3
-    kd_weight: float = 1.0  # weight of T^2 * KL(teacher || student) on softened logits
-    kd_temp: float = 4.0
-    sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
-    gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
-    allocation: str = "uniform"  # per-layer counts of a global target: one of ALLOCATIONS (prune.allocation)
-    fit_board: str | None = None  # allocation "fit": the board whose budget the pruned design must meet
-    fit_fps: float | None = None  # ... at this target FPS
-    fit_budget: str | None = None  # ... within lut=X,bram=Y (None: FINN's utilisation limits of the board)
-    clock_ns: float = 10.0  # ... at this clock period
-    finetune_epochs: int = 0  # full passes of whole-network fine-tuning after removal (prune.finetune)
-    finetune_lr: float = 1e-3  # its starting learning rate (cosine to 0)
-    holdout: int = 0  # last N training images: never trained on; the fine-tune keeps its best epoch on them
-    eval_limit: int | None = 2000  # test images for the per-stage accuracy (final: all)
-    seed: int = 0
-    augment: bool | None = None  # None: on for CIFAR-10
-    data_dir: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.method not in METHODS:
-            raise BnnflowError(f"unknown pruning method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.allocation not in ALLOCATIONS:
-            raise BnnflowError(f"unknown --allocation {self.allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
-        self._validate_fit()
-        if self.target_pfr is not None:
-            self.target_pfr = pfr.parse_target(self.target_pfr)
-        if self.allocation != "uniform" and isinstance(self.target_pfr, dict):
-            raise BnnflowError(
-                f"--allocation {self.allocation} distributes one global --target-pfr over the "
-                "layers; per-layer targets already fix the counts"
-            )
-        if self.granularity < 1:
-            raise BnnflowError(f"--granularity {self.granularity}: must be a positive integer")
-        if min(self.sub_epochs, self.main_epochs, self.batch_size) < 1 or (
-            self.stage_samples is not None and self.stage_samples < 1
-        ):
-            raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
-        if self.finetune_epochs < 0 or self.finetune_lr <= 0:
-            raise BnnflowError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
-        if self.holdout < 0 or (self.holdout and not self.finetune_epochs):
-            raise BnnflowError(
-                f"--holdout {self.holdout}: give a positive number of training images, "
-                "together with --finetune-epochs (it picks the fine-tune's best epoch)"
-            )
-
-    def _validate_fit(self) -> None:
-        """``--fit BOARD --target-fps F [--budget ...]`` replaces ``--target-pfr``; nothing else mixes."""
-        from build_flows.boards import BOARDS
-
-        if self.allocation != "fit":
-            if self.fit_board is not None or self.fit_fps is not None or self.fit_budget is not None:
-                raise BnnflowError("--target-fps and --budget go with --fit BOARD")
-            if self.target_pfr is None:
-                raise BnnflowError("give --target-pfr P (or --fit BOARD --target-fps F)")
-            return
-        if self.fit_board is None:
-            raise BnnflowError("allocation 'fit' is set by --fit BOARD --target-fps F")
-        if self.target_pfr is not None:
-            raise BnnflowError("--fit chooses the kept counts from the budget; drop --target-pfr")
-        if self.fit_board not in BOARDS:
-            raise BnnflowError(f"--fit {self.fit_board!r}: choose one of {', '.join(BOARDS)}")
-        if self.fit_fps is None or not self.fit_fps > 0:
-            raise BnnflowError(f"--fit {self.fit_board} needs a positive --target-fps F, got {self.fit_fps}")
-        if not self.clock_ns > 0:
-            raise BnnflowError(f"--clock-ns must be positive, got {self.clock_ns}")
-        allocation.parse_budget(self.fit_budget)
-
-    def fit_target(self) -> tuple[str, float]:
-        """Board and target FPS of allocation "fit", which :meth:`validate` requires together."""
-        if self.fit_board is None or self.fit_fps is None:
-            raise BnnflowError("allocation 'fit' is set by --fit BOARD --target-fps F")
-        return self.fit_board, self.fit_fps
-
-
-def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored config with the defaults of options added since it was written, so that the
-    state of a run started by an older bnnflow still resumes when those options are left alone."""
-    defaults = {f.name: f.default for f in fields(PruneConfig) if f.default is not MISSING}
-    return {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
 
 
 @dataclass(frozen=True)
@@ -183,29 +88,6 @@ def _random_subset(split: data.Split, n: int | None, seed: int) -> data.Split:
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed)).numpy()[:n]
     idx.sort()
     return data.Split(np.ascontiguousarray(split.images[idx]), split.labels[idx])
-
-
-def objective(
-    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: PruneConfig
-) -> torch.Tensor:
-    """Cross-entropy + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
-    loss = F.cross_entropy(logits, labels)
-    if cfg.kd_weight > 0:
-        T = cfg.kd_temp
-        kl = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean")
-        loss = loss + cfg.kd_weight * T * T * kl
-    return loss
-
-
-def distillation_loss(teacher: BinaryNet, cfg: PruneConfig) -> Callable[..., torch.Tensor]:
-    """:func:`objective` against the teacher's logits on the same inputs."""
-
-    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t = teacher(inputs) if cfg.kd_weight > 0 else logits
-        return objective(logits, labels, t, cfg)
-
-    return loss_fn
 
 
 def _set_trainable(net: BinaryNet, gates: GateSet, from_unit: str | None) -> list[torch.nn.Parameter]:

@@ -15,10 +15,11 @@ from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
 from models.nets import BinaryNet
 from prune import pfr
+from prune.config import PruneConfig
 from prune.gates import GateSet
 from prune.pipeline import prune_checkpoint
 from prune.removal import physically_prune
-from prune.schedule import PruneConfig, Pruner
+from prune.schedule import Pruner
 from prune.topology import prunable_layers
 
 G = 4

@@ -27,7 +27,8 @@ from hw import run, verify
 from hw.artifacts import _code_dir, load_artifacts
 from hw.cycles import cycle_report
 from hw.graph import load_graph
-from hw.simulate import Simulator, accumulator_datatype
+from hw.runners import accumulator_datatype
+from hw.simulate import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
 TFC_CKPT = REPO / "models" / "zoo" / "tfc_w1a1.pt"
