@@ -20,10 +20,8 @@ from build_flows.build_dir import MANIFEST_VERSION, SIM_JSON, Manifest, open_bui
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bnnflow", "models", "prune", "hw", "build_flows", "reports", "conformance")
-CORE = {
-    f"bnnflow.{m}"
-    for m in ("errors", "files", "data", "checkpoint", "train", "outdir", "validate", "progress", "evaluate")
-}
+#: bnnflow's core: every module of the package but the command line
+CORE = {f"bnnflow.{p.stem}" for p in (REPO / "bnnflow").glob("*.py") if p.stem not in ("cli", "__init__")}
 PRUNING = {"pfr": 0.25, "method": "contract-test"}
 
 
