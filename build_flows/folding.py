@@ -40,11 +40,13 @@ DIVIDES: dict[str, dict[str, str]] = {
 }
 
 
-def _base_op(op_type: str) -> str:
+def split_impl(op_type: str) -> tuple[str, str]:
+    """A specialized FINN op type as (base op, implementation): ``MVAU_hls`` -> (``MVAU``, ``hls``);
+    ``""`` for a node not specialized yet."""
     for suffix in ("_hls", "_rtl"):
         if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
+            return op_type[: -len(suffix)], suffix[1:]
+    return op_type, ""
 
 
 #: ``mem_mode`` values bnnflow builds: the weights inside the accelerator (FINN's "external" streams
@@ -157,7 +159,7 @@ def check_folding(cfg: dict[str, Any], graph: Any, path: Path) -> None:
     effective = effective_folding(cfg, graph, path)
     for name, (attrs, origin) in effective.items():
         node = nodes[name]
-        rules = DIVIDES.get(_base_op(node.op_type), {})
+        rules = DIVIDES.get(split_impl(node.op_type)[0], {})
         for factor in ("PE", "SIMD"):
             if factor not in attrs:
                 continue

@@ -23,6 +23,7 @@ import numpy as np
 from onnx import NodeProto, helper
 
 from bnnflow.errors import BnnflowError, brief
+from build_flows.folding import split_impl
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -111,10 +112,7 @@ class HWGraph:
 def _split_op(op_type: str, domain: str) -> tuple[str, str]:
     if not domain.startswith(HW_DOMAIN):
         return op_type, "onnx"
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)], suffix[1:]
-    return op_type, ""
+    return split_impl(op_type)
 
 
 def _hw_attrs(node: Any) -> dict[str, Any]:
