@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers import save_random_net
+from helpers import copy_build, save_random_net
 
 from build_flows.build import build
 from build_flows.build_dir import MANIFEST_VERSION, SIM_JSON, Manifest, open_build, read_build_manifest
@@ -35,11 +34,6 @@ def tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build(ckpt, "Pynq-Z1", d, target_fps=10000, n_check=0)
     ckpt.unlink()  # readers must not need it
     return d
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -68,7 +62,7 @@ def test_manifest_is_typed_and_round_trips(tfc: Path) -> None:
 def test_a_folder_of_another_layout_is_one_error_saying_rebuild(
     version: object, tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    d = _copy(tfc, tmp_path / "old")
+    d = copy_build(tfc, tmp_path / "old")
     m = json.loads((d / "manifest.json").read_text())
     if version == "missing":
         del m["version"]
@@ -93,7 +87,7 @@ def test_a_folder_of_another_layout_is_one_error_saying_rebuild(
 def test_a_damaged_entry_is_named(key: str, value: object, tfc: Path, tmp_path: Path) -> None:
     from bnnflow.errors import BnnflowError
 
-    d = _copy(tfc, tmp_path / "bad")
+    d = copy_build(tfc, tmp_path / "bad")
     m = json.loads((d / "manifest.json").read_text())
     m[key] = value
     (d / "manifest.json").write_text(json.dumps(m))
@@ -105,7 +99,7 @@ def test_a_damaged_entry_is_named(key: str, value: object, tfc: Path, tmp_path: 
 def test_sim_writes_sim_json_and_report_reads_it(tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reports.finn_reports import read_build
 
-    d = _copy(tfc, tmp_path / "b")
+    d = copy_build(tfc, tmp_path / "b")
     before = read_build(d).quality  # no sim.json yet: the checkpoint's figures, from the manifest
     assert (before.accuracy, before.n, before.pfr, before.method) == (0.625, 40, 0.25, "contract-test")
     assert before.source == "checkpoint (tfc_small.pt)"
@@ -121,7 +115,7 @@ def test_sim_writes_sim_json_and_report_reads_it(tfc: Path, tmp_path: Path, caps
 
 
 def test_no_save_leaves_the_folder_alone(tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = _copy(tfc, tmp_path / "b")
+    d = copy_build(tfc, tmp_path / "b")
     rc, out, _ = _cli(["sim", str(d), "--limit", "8", "--finn-limit", "0", "--json", "--no-save"], capsys)
     assert rc == 0 and json.loads(out)["n"] == 8 and not (d / SIM_JSON).exists()
 

@@ -44,11 +44,6 @@ def tfc_build(shared_tfc_build: Path, tmp_path_factory: pytest.TempPathFactory) 
     return copy_build(shared_tfc_build, tmp_path_factory.mktemp("tfc") / "build")
 
 
-def _copy_build(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, symlinks=True)
-    return dst
-
-
 def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -192,7 +187,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 
 def test_sigterm_during_a_rebuild_puts_the_previous_build_back(tfc_build: Path, tmp_path: Path) -> None:
     """4: SIGTERM while rebuilding over a good build: the good build is back in place, nothing hidden."""
-    out = _copy_build(tfc_build, tmp_path / "out")
+    out = copy_build(tfc_build, tmp_path / "out")
     before = (out / "manifest.json").read_text()
     res = subprocess.run(
         [
@@ -227,7 +222,7 @@ def test_leftovers_of_a_killed_build_are_cleaned_and_the_previous_build_restored
 ) -> None:
     """4: what a SIGKILLed rebuild leaves (DIR linking to its half build, the previous build hidden in
     .DIR.old-*) is cleaned by the next build into DIR, which first puts the previous build back."""
-    _copy_build(tfc_build, tmp_path / ".out.old-abc123")
+    copy_build(tfc_build, tmp_path / ".out.old-abc123")
     work = tmp_path / ".out.building-xyz789"
     (work / "intermediate_models").mkdir(parents=True)
     out = tmp_path / "out"
@@ -245,7 +240,7 @@ def test_report_refuses_an_unfinished_build(tfc_build: Path, tmp_path: Path) -> 
     """4: `report` does not take a half build (DIR linking to a work folder, no manifest)."""
     from reports.report import make_report
 
-    work = _copy_build(tfc_build, tmp_path / ".half.building-1")
+    work = copy_build(tfc_build, tmp_path / ".half.building-1")
     (work / "manifest.json").unlink()
     half = tmp_path / "half"
     half.symlink_to(work.name, target_is_directory=True)
@@ -643,7 +638,7 @@ def test_bad_sim_json_says_how_to_rewrite_it(tfc_build: Path, tmp_path: Path) ->
     """13: a malformed DIR/sim.json is the simulator's file: the message says to rerun `bnnflow sim`."""
     from reports.report import make_report
 
-    d = _copy_build(tfc_build, tmp_path / "tfc")
+    d = copy_build(tfc_build, tmp_path / "tfc")
     (d / "sim.json").write_text("{bad")
     with pytest.raises(BnnflowError) as err:
         make_report([d], tmp_path / "r")
@@ -696,7 +691,7 @@ def test_copied_build_is_checked_against_its_own_files(tfc_build: Path, tmp_path
     """A copy whose memblock.dat was altered is caught, although the graph names the original's files."""
     from hw.run import load
 
-    copy = _copy_build(tfc_build, tmp_path / "copy")
+    copy = copy_build(tfc_build, tmp_path / "copy")
     assert not load(copy).mismatches
     mem = sorted((copy / "codegen").rglob("memblock.dat"))[0]
     lines = mem.read_text().splitlines()
@@ -714,7 +709,7 @@ def test_copied_build_is_checked_against_its_own_files(tfc_build: Path, tmp_path
 def test_missing_graph_is_not_replaced_silently(
     tfc_build: Path, tmp_path: Path, graph: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    copy = _copy_build(tfc_build, tmp_path / "copy")
+    copy = copy_build(tfc_build, tmp_path / "copy")
     (copy / "intermediate_models" / graph).unlink()
     _one_error(["sim", str(copy), "--limit", "5"], capsys, graph, "missing")
 
@@ -885,7 +880,7 @@ def test_damaged_manifest_advice_is_one_that_works(
 ) -> None:
     """13: `bnnflow build` refuses a folder whose manifest it cannot read, so the advice for one is not
     "rebuild it" (which then fails) but to remove it or build elsewhere; it names the problem."""
-    d = _copy_build(tfc_build, tmp_path / "tfc")
+    d = copy_build(tfc_build, tmp_path / "tfc")
     (d / "manifest.json").write_text("{bad")
     line = _one_error(
         ["sim", str(d), "--limit", "5", "--finn-limit", "0"], capsys, str(d / "manifest.json"), "not valid JSON"
@@ -917,7 +912,7 @@ def test_unreadable_manifest_is_one_line(
 ) -> None:
     """An unreadable manifest.json (no read permission, a FIFO that would block, a folder): one line
     naming it from sim, report and build --out, never a traceback, a hang or a silent default."""
-    d = _copy_build(tfc_build, tmp_path / "tfc")
+    d = copy_build(tfc_build, tmp_path / "tfc")
     m = d / "manifest.json"
     m.unlink()
     if kind == "permission":
@@ -959,7 +954,7 @@ def test_manifest_without_outputs_is_checked_not_trusted(
 ) -> None:
     """7: a graph the manifest lists must be there, or sim fails naming the missing one; a manifest
     that lists no outputs (or no manifest) does not switch the check off: sim refuses the folder."""
-    d = _copy_build(tfc_build, tmp_path / "tfc")
+    d = copy_build(tfc_build, tmp_path / "tfc")
     m = json.loads((d / "manifest.json").read_text())
     if manifest == "absent":
         (d / "manifest.json").unlink()
@@ -980,7 +975,7 @@ def test_manifest_outputs_stay_inside_the_build(
     tfc_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """7: a manifest's outputs name files inside the build folder (not ../elsewhere)."""
-    d = _copy_build(tfc_build, tmp_path / "tfc")
+    d = copy_build(tfc_build, tmp_path / "tfc")
     m = json.loads((d / "manifest.json").read_text())
     m["outputs"]["final_graph"] = "../../etc/passwd"
     (d / "manifest.json").write_text(json.dumps(m))
@@ -1052,7 +1047,7 @@ def test_a_build_killed_during_a_rebuild_is_restored_by_the_next_run(
 ) -> None:
     """4, SIGKILL (no handler runs): DIR is left linking to a half build, the good build hidden; the
     next build into DIR, even a failing one, puts the good build back and removes every leftover."""
-    out = _copy_build(tfc_build, tmp_path / "out")
+    out = copy_build(tfc_build, tmp_path / "out")
     before = (out / "manifest.json").read_text()
     res = subprocess.run(
         [
