@@ -7,8 +7,13 @@ needed to rebuild the network (architecture, widths) and what a user wants to
 know about it (data set, accuracy, training config, pruning):
 
     {"format": "bnnflow-checkpoint", "version": 1,
-     "arch": "cnv", "widths": [...], "dataset": "cifar10",
+     "arch": "cnv", "widths": [...], "dataset": "cifar10", "precision": "binary",
      "state_dict": {...}, "meta": {"accuracy": 0.81, "n": 10000, ...}}
+
+``precision`` "float" marks the full-precision counterpart of a network
+(``bnnflow train --float``): a teacher to distil from or weights to start a
+binary run from, refused wherever a W1A1 network is expected (prune, export,
+build); a checkpoint without the entry is binary.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import models
 from bnnflow import validate
 from bnnflow.errors import BnnflowError, CheckpointError
 from bnnflow.files import atomic_path
+from bnnflow.train_config import PRECISIONS
 from models.nets import BinaryNet
 
 FORMAT = "bnnflow-checkpoint"
@@ -35,7 +41,7 @@ def atomic_torch_save(obj: Any, path: Path | str) -> None:
         torch.save(obj, tmp)
 
 
-def to_dict(model: BinaryNet, meta: dict[str, Any]) -> dict[str, Any]:
+def to_dict(model: BinaryNet, meta: dict[str, Any], precision: str = "binary") -> dict[str, Any]:
     """The checkpoint dict of ``model`` with metadata ``meta``."""
     return {
         "format": FORMAT,
@@ -43,14 +49,20 @@ def to_dict(model: BinaryNet, meta: dict[str, Any]) -> dict[str, Any]:
         "arch": model.arch,
         "widths": list(model.widths),
         "dataset": model.dataset,
+        "precision": precision,
         "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
         "meta": meta,
     }
 
 
-def save(model: BinaryNet, meta: dict[str, Any], path: Path | str) -> None:
+def save(model: BinaryNet, meta: dict[str, Any], path: Path | str, precision: str = "binary") -> None:
     """Write ``model`` and ``meta`` as a bnnflow checkpoint (atomically)."""
-    atomic_torch_save(to_dict(model, meta), path)
+    atomic_torch_save(to_dict(model, meta, precision), path)
+
+
+def precision(obj: dict[str, Any]) -> str:
+    """What a checked checkpoint dict holds: "binary" (the W1A1 network) or "float"."""
+    return str(obj.get("precision", "binary"))
 
 
 def _torch_load_error(path: Path, exc: BaseException) -> CheckpointError:
@@ -100,6 +112,7 @@ def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
         "state_dict": not isinstance(obj["state_dict"], dict)
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()),
         "meta": not isinstance(obj["meta"], dict),
+        "precision": obj.get("precision", "binary") not in PRECISIONS,
     }
     wrong = [k for k, v in bad.items() if v]
     if wrong:
@@ -108,10 +121,12 @@ def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
             "widths": "a list of whole numbers",
             "state_dict": "a dict of tensors",
             "meta": "a dict",
+            "precision": " or ".join(map(repr, PRECISIONS)),
         }
         k = wrong[0]
+        got = repr(obj[k]) if k == "precision" else type(obj[k]).__name__
         raise CheckpointError(
-            f"{origin}: damaged checkpoint: its {k!r} entry is {type(obj[k]).__name__}, not "
+            f"{origin}: damaged checkpoint: its {k!r} entry is {got}, not "
             f"{want[k]}; give a .pt file written by 'bnnflow train' or 'bnnflow prune'"
         )
     return obj
@@ -158,14 +173,22 @@ def check_architecture(arch: str, widths: Any, origin: str) -> dict[str, torch.S
     return {k: v.shape for k, v in shape.state_dict().items()}
 
 
-def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNet, dict[str, Any]]:
+def from_dict(
+    obj: dict[str, Any], origin: str = "checkpoint", allow_float: bool = False
+) -> tuple[BinaryNet, dict[str, Any]]:
     """Rebuild the network of a checkpoint dict; returns (model in eval mode, meta).
 
     The dict is checked first: entries of the right types, widths bounded, the
     weights' names and shapes those of the network (compared before the
-    network is allocated) and every value finite.
+    network is allocated) and every value finite. A full-precision one is
+    refused unless ``allow_float`` (training reads teachers and initial weights).
     """
     _check_raw(obj, origin)
+    if precision(obj) == "float" and not allow_float:
+        raise CheckpointError(
+            f"{origin}: a full-precision network (bnnflow train --float), not a W1A1 one: use it as "
+            "bnnflow train's --teacher or --init-from; prune, export and build take a binary checkpoint"
+        )
     try:
         shapes = check_architecture(obj["arch"], obj["widths"], origin)
     except CheckpointError:
@@ -201,9 +224,9 @@ def from_dict(obj: dict[str, Any], origin: str = "checkpoint") -> tuple[BinaryNe
     return model, dict(obj["meta"])
 
 
-def load(path: Path | str) -> tuple[BinaryNet, dict[str, Any]]:
+def load(path: Path | str, allow_float: bool = False) -> tuple[BinaryNet, dict[str, Any]]:
     """Load a checkpoint file; returns (model in eval mode, meta)."""
-    return from_dict(read_raw(path), str(path))
+    return from_dict(read_raw(path), str(path), allow_float)
 
 
 def read_train_state(path: Path | str, state_format: str, map_location: Any = "cpu") -> dict[str, Any]:
@@ -237,7 +260,7 @@ def read_train_state(path: Path | str, state_format: str, map_location: Any = "c
             f"{path}: damaged training state: its 'best' entry is {type(state['best']).__name__}; {hint}"
         )
     try:
-        from_dict(state["checkpoint"], f"{path} (its checkpoint entry)")
+        from_dict(state["checkpoint"], f"{path} (its checkpoint entry)", allow_float=True)
     except CheckpointError as exc:
         raise BnnflowError(f"{exc}; {hint}") from None
     opt = state["optimizer"]

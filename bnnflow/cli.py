@@ -81,6 +81,26 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
         help="stop after N epochs of this call (continue later with --resume)",
     )
     p.add_argument("--init-from", type=Path, default=None, help="start from this checkpoint's weights")
+    p.add_argument(
+        "--float",
+        action="store_true",
+        help="train the network's full-precision counterpart (a --teacher; not a W1A1 network to build)",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="distil this checkpoint's logits (e.g. a --float run's model.pt on the same data set)",
+    )
+    p.add_argument(
+        "--kd-weight",
+        type=v.arg_float(0.0),
+        default=TrainConfig.kd_weight,
+        help="with --teacher: weight of the distillation term",
+    )
+    p.add_argument(
+        "--kd-temp", type=v.arg_float(0.0, lo_open=True), default=TrainConfig.kd_temp, help="distillation temperature"
+    )
     v.add_data_dir_option(p)
 
 
@@ -106,6 +126,10 @@ def _train(a: argparse.Namespace) -> int:
         fast=not a.no_fast,
         compile=a.compile,
         holdout=a.holdout,
+        precision="float" if a.float else "binary",
+        teacher=str(a.teacher) if a.teacher else None,
+        kd_weight=a.kd_weight,
+        kd_temp=a.kd_temp,
     )
     if a.stop_after is not None and a.stop_after < 1:
         raise BnnflowError(f"--stop-after {a.stop_after}: give a number of epochs >= 1")
@@ -133,10 +157,11 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     from bnnflow import checkpoint
 
     raw = checkpoint.read_raw(path)
-    model, meta = checkpoint.from_dict(raw, str(path))
+    model, meta = checkpoint.from_dict(raw, str(path), allow_float=True)
     info: dict[str, Any] = {
         "model": raw["arch"],
         "dataset": raw["dataset"],
+        "precision": checkpoint.precision(raw),
         "widths": list(raw["widths"]),
         "width_names": model.width_names(),
         "default_widths": list(model.default_widths),
@@ -159,7 +184,8 @@ def _info(a: argparse.Namespace) -> int:
         _print_json(info)
     else:
         acc = info["accuracy"]
-        print(f"{a.checkpoint}: {info['model']} on {info['dataset']}")
+        kind = " (full precision: a teacher, not a W1A1 network)" if info["precision"] == "float" else ""
+        print(f"{a.checkpoint}: {info['model']} on {info['dataset']}{kind}")
         print("  widths: " + ", ".join(f"{n}={w}" for n, w in zip(info["width_names"], info["widths"], strict=True)))
         print(f"  parameters: {info['parameters']:,}")
         print(f"  accuracy: {acc:.4f} on {info['n']} test images" if acc is not None else "  accuracy: -")

@@ -16,11 +16,18 @@ curve (``eval_limit`` images) and the final figure, nothing else.
 The steps run through :func:`models.fastpath.twin` (plain torch, the same
 values and gradients as the Brevitas modules, channels_last for conv nets)
 unless ``fast`` is off; ``compile`` adds ``torch.compile`` on top.
+
+``precision="float"`` trains the full-precision counterpart of the network
+(the twin's float variant), a teacher; ``teacher`` adds distillation from a
+checkpoint's logits to the cross-entropy (:func:`bnnflow.losses.distillation`),
+computed by the teacher's own twin in eval mode on the same augmented batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -33,6 +40,8 @@ import models
 from bnnflow import checkpoint, data, outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
+from bnnflow.files import sha256_file
+from bnnflow.losses import distillation
 from bnnflow.progress import progress
 from bnnflow.train_config import TrainConfig
 from models import fastpath
@@ -103,6 +112,19 @@ def train_epoch(
     return total / max(count, 1)
 
 
+def machine(device: torch.device) -> str:
+    """What ran an epoch, for the checkpoint's record: the GPU's name, or the CPU's model and threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {torch.get_num_threads()} threads"
+
+
 def pick_device() -> torch.device:
     """CUDA when a GPU is there, else the CPU: checkpoints are the same either way (CPU tensors)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,7 +140,7 @@ def _step_forward(
     channels_last = model.dataset == "cifar10"
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
-    plain = fastpath.twin(model)
+    plain = fastpath.twin(model, cfg.precision)
     step: Callable[[torch.Tensor], torch.Tensor] = torch.compile(plain) if cfg.compile else plain
     return step, plain, channels_last
 
@@ -129,15 +151,46 @@ def _accuracy(
     forward: Callable[[torch.Tensor], torch.Tensor],
     channels_last: bool,
     device: torch.device,
+    cfg: TrainConfig,
+    show_progress: bool = False,
 ) -> float:
-    """Per-epoch accuracy through the training twin (the same values as the Brevitas network)."""
+    """Accuracy through the training twin (the same values as the Brevitas network; a float run's
+    only forward)."""
     if device.type == "cpu":
-        return accuracy(model, split, forward=forward, channels_last=channels_last)
-    model.cpu()  # evaluation batches are built on the CPU
+        return accuracy(model, split, show_progress=show_progress, forward=forward, channels_last=channels_last)
+    model.cpu()  # evaluation batches are built on the CPU; the twin shares (and moves with) the parameters
     try:
-        return accuracy(model, split)
+        return accuracy(
+            model, split, show_progress=show_progress, forward=forward if cfg.precision == "float" else None
+        )
     finally:
         model.to(device)
+
+
+def _teacher_loss(
+    cfg: TrainConfig, dataset: str, device: torch.device, channels_last: bool
+) -> tuple[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], str]:
+    """The distillation loss against ``cfg.teacher`` and the teacher file's SHA-256."""
+    assert cfg.teacher is not None
+    raw = checkpoint.read_raw(cfg.teacher)
+    teacher, _ = checkpoint.from_dict(raw, cfg.teacher, allow_float=True)
+    if teacher.dataset != dataset:
+        raise BnnflowError(
+            f"--teacher {cfg.teacher}: a {teacher.arch} on {teacher.dataset}, this run trains on {dataset}"
+        )
+    teacher.to(device)
+    if channels_last:
+        teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+    forward = fastpath.twin(teacher, checkpoint.precision(raw)).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = forward(inputs)
+        return distillation(logits, labels, t, cfg.kd_weight, cfg.kd_temp)
+
+    return loss_fn, sha256_file(Path(cfg.teacher))
 
 
 def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
@@ -150,7 +203,7 @@ def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dic
     # default; one that differs (seed, schedule, holdout, ...) would not continue the run.
     defaults = asdict(TrainConfig(arch=cfg.arch))
     mine = asdict(cfg)
-    ignore = {"epochs", "data_dir", "compile"}  # a longer schedule is refused below; paths move
+    ignore = {"epochs", "data_dir", "compile", "teacher"}  # a longer schedule is refused below; paths move
     differ = [k for k in mine if k not in ignore and stored.get(k, defaults[k]) != mine[k]]
     if differ:
         k = differ[0]
@@ -210,7 +263,7 @@ def _train(
     monitor_split = test_split.subset(cfg.eval_limit)
 
     if init_from is not None:
-        model, _ = checkpoint.load(init_from)
+        model, _ = checkpoint.load(init_from, allow_float=True)  # float weights: two-step training
         if model.arch != cfg.arch:
             raise BnnflowError(f"{init_from}: holds a {model.arch}, not a {cfg.arch}")
     else:
@@ -218,7 +271,7 @@ def _train(
         model = models.build(cfg.arch, cfg.widths)
     start_epoch, history, wall, best = 0, [], 0.0, None
     if state is not None:
-        model, _ = checkpoint.from_dict(state["checkpoint"], str(state_path))
+        model, _ = checkpoint.from_dict(state["checkpoint"], str(state_path), allow_float=True)
         start_epoch, history, wall = state["epoch"], list(state["history"]), float(state["wall_time_s"])
         best = state.get("best")
         log(f"resuming {cfg.arch} from epoch {start_epoch} ({state_path})")
@@ -226,6 +279,11 @@ def _train(
         log(f"no {state_path} yet: starting from scratch")
     model.to(device)
     forward, evaluate, channels_last = _step_forward(model, cfg)
+    loss_fn, teacher_sha = _teacher_loss(cfg, dataset, device, channels_last) if cfg.teacher else (None, None)
+    if state is not None and state.get("teacher_sha256") != teacher_sha:
+        raise BnnflowError(
+            f"{state_path}: the run was started with another --teacher (or none); give the run's teacher or a new --out"
+        )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -236,12 +294,18 @@ def _train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
         loss = train_epoch(
-            model, optimizer, train_split, cfg, epoch, device, forward=forward, channels_last=channels_last
+            model, optimizer, train_split, cfg, epoch, device, loss_fn, forward=forward, channels_last=channels_last
         )
-        row = {"epoch": epoch + 1, "loss": loss, "lr": lr_at(cfg, epoch), "n_monitor": len(monitor_split)}
-        row["test_acc"] = _accuracy(model, monitor_split, evaluate, channels_last, device)
+        row = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "lr": lr_at(cfg, epoch),
+            "n_monitor": len(monitor_split),
+            "machine": machine(device),
+        }
+        row["test_acc"] = _accuracy(model, monitor_split, evaluate, channels_last, device, cfg)
         if holdout is not None:
-            row["holdout_acc"] = _accuracy(model, holdout, evaluate, channels_last, device)
+            row["holdout_acc"] = _accuracy(model, holdout, evaluate, channels_last, device, cfg)
         wall += time.time() - t0
         row["wall_time_s"] = round(wall, 1)
         history.append(row)
@@ -251,15 +315,19 @@ def _train(
             "wall_time_s": round(wall, 1),
             "device": str(device),
             "threads": torch.get_num_threads(),
+            # every machine the run's epochs ran on (a run continued across sessions, or on a lent GPU)
+            "hardware": sorted({h["machine"] for h in history if "machine" in h}),
             "history": history,
             "accuracy": row["test_acc"],
             "n": len(monitor_split),
         }
+        if teacher_sha is not None:
+            meta["teacher_sha256"] = teacher_sha
         improved = holdout is None or best is None or row["holdout_acc"] > best["holdout_acc"]
         if improved:
             best = {"epoch": epoch + 1, "holdout_acc": row.get("holdout_acc")}
         meta["selected_epoch"] = best
-        ckpt = checkpoint.to_dict(model, meta)  # copies tensors to the CPU
+        ckpt = checkpoint.to_dict(model, meta, cfg.precision)  # copies tensors to the CPU
         if improved:
             checkpoint.atomic_torch_save(ckpt, model_path)
         checkpoint.atomic_torch_save(
@@ -272,6 +340,7 @@ def _train(
                 "optimizer": optimizer.state_dict(),
                 "checkpoint": ckpt,
                 "best": best,
+                "teacher_sha256": teacher_sha,
             },
             state_path,
         )
@@ -286,13 +355,20 @@ def _train(
         log(f"{cfg.arch}: stopped after epoch {end_epoch} of {cfg.epochs}; continue with --resume ({state_path})")
         return model_path
     # Final figure: the whole test set, measured once on the selected epoch and stored in it.
-    model, meta = checkpoint.load(model_path)
+    # A binary network is measured through Brevitas (what is exported); a float one has only its twin.
+    model, meta = checkpoint.load(model_path, allow_float=True)
     meta.update(epochs=len(history), wall_time_s=round(wall, 1), history=history)
     if meta.get("n") != len(test_split) or meta.get("final") is not True:
-        meta["accuracy"] = accuracy(model, test_split, show_progress=True)
+        if cfg.precision == "float":
+            model.to(device)
+            forward, evaluate, channels_last = _step_forward(model, cfg)
+            meta["accuracy"] = _accuracy(model, test_split, evaluate, channels_last, device, cfg, show_progress=True)
+            model.cpu()
+        else:
+            meta["accuracy"] = accuracy(model, test_split, show_progress=True)
         meta["n"] = len(test_split)
         meta["final"] = True
-        checkpoint.save(model, meta, model_path)
+        checkpoint.save(model, meta, model_path, cfg.precision)
     chosen = meta.get("selected_epoch", {}).get("epoch", len(history))
     log(
         f"{cfg.arch}: epoch {chosen} of {len(history)} kept"

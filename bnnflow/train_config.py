@@ -11,6 +11,9 @@ from typing import Any
 
 from bnnflow.errors import BnnflowError
 
+#: what a run trains: the W1A1 network, or its full-precision counterpart (models.fastpath)
+PRECISIONS = ("binary", "float")
+
 
 @dataclass
 class TrainConfig:
@@ -31,6 +34,10 @@ class TrainConfig:
     holdout: int = 5000  # last N training images: never trained on; they choose the epoch kept
     fast: bool = True  # steps through the plain-torch twin (channels_last for conv nets)
     compile: bool = False  # torch.compile the twin (needs a C++ compiler)
+    precision: str = "binary"  # "float": the full-precision counterpart, a teacher (never built)
+    teacher: str | None = None  # checkpoint whose logits the run distils (any net on the same data set)
+    kd_weight: float = 1.0  # weight of T^2 * KL(teacher || student) on softened logits, with a teacher
+    kd_temp: float = 4.0
     data_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -58,3 +65,9 @@ class TrainConfig:
             )
         if self.compile and not self.fast:
             raise BnnflowError("--compile compiles the fast path; drop --no-fast or --compile")
+        if self.precision not in PRECISIONS:
+            raise BnnflowError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision == "float" and not self.fast:
+            raise BnnflowError("--float trains through the fast path's full-precision twin; drop --no-fast")
+        validate.number(self.kd_weight, "--kd-weight", 0.0)
+        validate.number(self.kd_temp, "--kd-temp", 0.0, lo_open=True)

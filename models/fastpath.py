@@ -17,6 +17,12 @@ network itself) and computes the same forward values and the same gradients:
 The 8-bit input quantizer stays the Brevitas module (it has no parameters
 and costs little). Export, evaluation and everything downstream use the
 Brevitas network; only the training steps run through the twin.
+
+``precision="float"`` gives the full-precision network of the same topology
+and parameters instead: latent weights used as they are, ``hardtanh`` for
+each sign activation, the input quantizer (1-bit for the MNIST nets) kept,
+since it defines the data the network sees. It is what ``bnnflow train --float`` trains, a teacher for
+distilling the binary network (``--teacher``), never a network to build.
 """
 
 from __future__ import annotations
@@ -62,29 +68,55 @@ class FastSign(nn.Module):
         return _ClampedSign.apply(x)
 
 
-class FastBinaryConv2d(nn.Module):
-    """conv2d with the binarized weight of a shared Brevitas ``QuantConv2d``."""
+class FloatConv2d(nn.Module):
+    """conv2d with the latent (real) weight of a shared Brevitas ``QuantConv2d``."""
 
     def __init__(self, src: QuantConv2d) -> None:
         super().__init__()
         self.weight = src.weight
         self.stride, self.padding, self.dilation, self.groups = src.stride, src.padding, src.dilation, src.groups
 
+    def kernel(self) -> torch.Tensor:
+        return self.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.conv2d(
-            x, _SignSTE.apply(self.weight), None, self.stride, self.padding, self.dilation, self.groups
-        )
+        return nn.functional.conv2d(x, self.kernel(), None, self.stride, self.padding, self.dilation, self.groups)
 
 
-class FastBinaryLinear(nn.Module):
-    """linear with the binarized weight of a shared Brevitas ``QuantLinear``."""
+class FastBinaryConv2d(FloatConv2d):
+    """conv2d with the binarized weight of a shared Brevitas ``QuantConv2d``."""
+
+    def kernel(self) -> torch.Tensor:
+        return _SignSTE.apply(self.weight)
+
+
+class FloatLinear(nn.Module):
+    """linear with the latent (real) weight of a shared Brevitas ``QuantLinear``."""
 
     def __init__(self, src: QuantLinear) -> None:
         super().__init__()
         self.weight = src.weight
 
+    def kernel(self) -> torch.Tensor:
+        return self.weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, _SignSTE.apply(self.weight))
+        return nn.functional.linear(x, self.kernel())
+
+
+class FastBinaryLinear(FloatLinear):
+    """linear with the binarized weight of a shared Brevitas ``QuantLinear``."""
+
+    def kernel(self) -> torch.Tensor:
+        return _SignSTE.apply(self.weight)
+
+
+#: what each quantized module becomes in a twin of that precision
+_REPLACEMENTS: dict[str, tuple[type[nn.Module], type[nn.Module], Callable[[], nn.Module]]] = {
+    "binary": (FastBinaryConv2d, FastBinaryLinear, FastSign),
+    "float": (FloatConv2d, FloatLinear, nn.Hardtanh),
+}
+PRECISIONS = tuple(_REPLACEMENTS)
 
 
 def _is_sign_act(module: QuantIdentity) -> bool:
@@ -107,13 +139,17 @@ def _check_supported(name: str, module: QuantConv2d | QuantLinear) -> None:
         raise ValueError(f"fastpath: {name} is not a +-1 weight quantizer with scale 1.0")
 
 
-def twin(model: BinaryNet) -> nn.Module:
-    """A module with ``model``'s forward, sharing its parameters and buffers, in plain torch.
+def twin(model: BinaryNet, precision: str = "binary") -> nn.Module:
+    """A module with ``model``'s forward (``precision="float"``: its full-precision counterpart),
+    sharing its parameters and buffers, in plain torch.
 
     Raises ``ValueError`` for a quantized layer the twin does not reproduce
     (a bias, a non-binary or scaled weight quantizer, a non-sign activation
     other than the 8-bit input quantizer).
     """
+    if precision not in _REPLACEMENTS:
+        raise ValueError(f"fastpath: precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    conv, linear, sign = _REPLACEMENTS[precision]
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     clone = copy.deepcopy(model, shared)
     replaced: list[str] = []
@@ -124,20 +160,24 @@ def twin(model: BinaryNet) -> nn.Module:
         parent = clone.get_submodule(parent_name) if parent_name else clone
         if isinstance(module, QuantConv2d):
             _check_supported(name, module)
-            setattr(parent, attr, FastBinaryConv2d(module))
+            setattr(parent, attr, conv(module))
             replaced.append(name)
         elif isinstance(module, QuantLinear):
             _check_supported(name, module)
-            setattr(parent, attr, FastBinaryLinear(module))
+            setattr(parent, attr, linear(module))
             replaced.append(name)
-        elif isinstance(module, QuantIdentity) and _is_sign_act(module):
-            setattr(parent, attr, FastSign())
+        elif (
+            isinstance(module, QuantIdentity)
+            and _is_sign_act(module)
+            and not (sign is nn.Hardtanh and name == "input_quant")
+        ):
+            setattr(parent, attr, sign())
             replaced.append(name)
     return clone
 
 
-def forward_fn(model: BinaryNet) -> Callable[[torch.Tensor], torch.Tensor]:
+def forward_fn(model: BinaryNet, precision: str = "binary") -> Callable[[torch.Tensor], torch.Tensor]:
     """The twin as a callable, in ``model``'s train/eval mode."""
-    t = twin(model)
+    t = twin(model, precision)
     t.train(model.training)
     return t

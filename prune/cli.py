@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bnnflow import validate as v
 from prune.config import PruneConfig
+
+if TYPE_CHECKING:
+    from prune.frontier import FrontConfig
 
 
 def _opts(p: argparse.ArgumentParser) -> None:
@@ -185,6 +189,8 @@ def _prune(a: argparse.Namespace) -> int:
 
 
 def _frontier_opts(p: argparse.ArgumentParser) -> None:
+    from prune.frontier import FrontConfig as F  # the defaults live in the dataclass
+
     p.add_argument("checkpoint", type=Path, help="bnnflow checkpoint whose front to compute")
     p.add_argument("--board", required=True, help="Pynq-Z1 or Pynq-Z2")
     p.add_argument("--target-fps", type=v.arg_float(0, lo_open=True), required=True, metavar="F")
@@ -195,7 +201,7 @@ def _frontier_opts(p: argparse.ArgumentParser) -> None:
         metavar="lut=X,bram=Y",
         help="one learned point per budget (as prune --budget: 0.6 of the board, 0.5x of the unpruned design)",
     )
-    p.add_argument("--seeds", type=v.arg_list(v.arg_int(0, 2**40), "seeds"), default=[0], help="e.g. 0,1")
+    p.add_argument("--seeds", type=v.arg_list(v.arg_int(0, 2**40), "seeds"), default=list(F.seeds), help="e.g. 0,1")
     p.add_argument(
         "--methods",
         type=lambda s: [m.strip() for m in s.split(",") if m.strip()],
@@ -219,33 +225,39 @@ def _frontier_opts(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch/numba threads per point (default: cores / workers locally)",
     )
-    p.add_argument("--clock-ns", type=v.arg_float(0, lo_open=True), default=10.0)
-    p.add_argument("--granularity", type=v.arg_int(1), default=1, help="kept counts in multiples of this")
-    p.add_argument("--stage-samples", type=v.arg_int(0), default=10000, help="training images per stage (0: all)")
-    p.add_argument("--sub-epochs", type=v.arg_int(1), default=1)
-    p.add_argument("--stage-epochs", type=v.arg_int(1), default=1)
-    p.add_argument("--batch-size", type=v.arg_int(1), default=100)
-    p.add_argument("--finetune-epochs", type=v.arg_int(0), default=0, help="fine-tune epochs of every point")
-    p.add_argument("--finetune-lr", type=v.arg_float(0, lo_open=True), default=1e-3)
+    p.add_argument("--clock-ns", type=v.arg_float(0, lo_open=True), default=F.clock_ns)
+    p.add_argument("--granularity", type=v.arg_int(1), default=F.granularity, help="kept counts in multiples of this")
+    p.add_argument(
+        "--stage-samples", type=v.arg_int(0), default=F.stage_samples or 0, help="training images per stage (0: all)"
+    )
+    p.add_argument("--sub-epochs", type=v.arg_int(1), default=F.sub_epochs)
+    p.add_argument("--stage-epochs", type=v.arg_int(1), default=F.stage_epochs)
+    p.add_argument("--batch-size", type=v.arg_int(1), default=F.batch_size)
+    p.add_argument(
+        "--finetune-epochs", type=v.arg_int(0), default=F.finetune_epochs, help="fine-tune epochs of every point"
+    )
+    p.add_argument("--finetune-lr", type=v.arg_float(0, lo_open=True), default=F.finetune_lr)
     p.add_argument(
         "--holdout",
         type=v.arg_int(0),
-        default=0,
+        default=F.holdout,
         metavar="N",
         help="last N training images: never trained on; the fine-tune's epoch choice and the held-out column use them",
     )
     p.add_argument(
         "--train-limit",
         type=v.arg_int(1),
-        default=None,
+        default=F.train_limit,
         metavar="N",
         help="train every point on the first N training images only (quick fronts)",
     )
-    p.add_argument("--eval-limit", type=v.arg_int(1), default=2000, help="test images of the per-stage monitor")
+    p.add_argument("--eval-limit", type=v.arg_int(1), default=F.eval_limit, help="test images of the per-stage monitor")
     p.add_argument(
-        "--sim-limit", type=v.arg_int(1), default=None, help="test images through the simulator (default: all)"
+        "--sim-limit", type=v.arg_int(1), default=F.sim_limit, help="test images through the simulator (default: all)"
     )
-    p.add_argument("--finn-limit", type=v.arg_int(0), default=3, help="of those, also through FINN's execute_onnx")
+    p.add_argument(
+        "--finn-limit", type=v.arg_int(0), default=F.finn_limit, help="of those, also through FINN's execute_onnx"
+    )
     p.add_argument(
         "--cost-cache",
         type=Path,
@@ -255,11 +267,11 @@ def _frontier_opts(p: argparse.ArgumentParser) -> None:
     v.add_data_dir_option(p)
 
 
-def _frontier(a: argparse.Namespace) -> int:
-    """Accuracy-vs-hardware front: prune to fit at several budgets (learned, baselines, control), build, simulate."""
-    from prune.frontier import METHODS, FrontConfig, run_front
+def front_config(a: argparse.Namespace) -> FrontConfig:
+    """The front ``bnnflow frontier``'s options describe."""
+    from prune.frontier import METHODS, FrontConfig
 
-    front = FrontConfig(
+    return FrontConfig(
         board=a.board,
         target_fps=a.target_fps,
         budgets=tuple(a.budgets),
@@ -280,7 +292,13 @@ def _frontier(a: argparse.Namespace) -> int:
         finn_limit=a.finn_limit,
         data_dir=str(a.data_dir) if a.data_dir else None,
     )
-    run_front(a.checkpoint, front, a.out, a.scheduler, a.workers, a.threads, a.cost_cache)
+
+
+def _frontier(a: argparse.Namespace) -> int:
+    """Accuracy-vs-hardware front: prune to fit at several budgets (learned, baselines, control), build, simulate."""
+    from prune.frontier import run_front
+
+    run_front(a.checkpoint, front_config(a), a.out, a.scheduler, a.workers, a.threads, a.cost_cache)
     return 0
 
 

@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bnnflow import checkpoint, outdir, validate
+# torch-backed modules (bnnflow.checkpoint, ...) are imported where used: the CLI's parser reads FrontConfig
+from bnnflow import outdir, validate
 from bnnflow.errors import BnnflowError
 from bnnflow.files import atomic_write, sha256_file
 from prune.config import PruneConfig
@@ -219,7 +220,7 @@ def point_path(out: Path, point: Point, key: str) -> Path:
 
 def _heldout_accuracy(ckpt: Path, front: FrontConfig) -> tuple[float | None, int]:
     """Accuracy on the training images ``--holdout`` kept out of every step (None without them)."""
-    from bnnflow import data
+    from bnnflow import checkpoint, data
     from bnnflow.evaluate import accuracy
 
     if not front.holdout:
@@ -340,6 +341,7 @@ def check_budgets(
     """FINN's limits of every budget, each checked reachable by the cost model (whose layer probes
     land in ``cache``, so the learned points find them there): an unreachable budget is one error
     before any point runs."""
+    from bnnflow import checkpoint
     from build_flows.cost import chain_arch, finn_estimates
     from prune import allocation
     from prune.topology import prunable_layers
@@ -427,6 +429,8 @@ def run_front(
         raise BnnflowError(f"--threads {threads}: give a positive number of threads per point")
     if not ckpt.is_file():
         raise BnnflowError(f"{ckpt}: file not found (give the bnnflow checkpoint whose front to compute)")
+    from bnnflow import checkpoint
+
     source = checkpoint.read_raw(ckpt)
     cores = os.cpu_count() or 1
     if scheduler is None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
+from bnnflow.losses import distillation
 from models.nets import BinaryNet
 from prune.config import PruneConfig
 
@@ -14,13 +14,8 @@ from prune.config import PruneConfig
 def objective(
     logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, cfg: PruneConfig
 ) -> torch.Tensor:
-    """Cross-entropy + kd_weight * T^2 * KL(softmax(t/T) || softmax(s/T))."""
-    loss = F.cross_entropy(logits, labels)
-    if cfg.kd_weight > 0:
-        T = cfg.kd_temp
-        kl = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(teacher_logits / T, 1), reduction="batchmean")
-        loss = loss + cfg.kd_weight * T * T * kl
-    return loss
+    """:func:`bnnflow.losses.distillation` with the run's weight and temperature."""
+    return distillation(logits, labels, teacher_logits, cfg.kd_weight, cfg.kd_temp)
 
 
 def distillation_loss(teacher: BinaryNet, cfg: PruneConfig) -> Callable[..., torch.Tensor]:

@@ -179,6 +179,14 @@ def test_bad_options_are_one_clear_error(
     assert not (tmp_path / "f").exists()
 
 
+def test_frontier_options_default_to_the_front_config() -> None:
+    """The CLI's defaults are FrontConfig's, not literals beside them that could drift apart."""
+    from prune.cli import front_config
+
+    args = ["frontier", str(TFC), "--board", "Pynq-Z1", "--target-fps", "3000", "--budgets", "lut=0.5x", "--out", "f"]
+    assert front_config(cli.parser().parse_args(args)) == FrontConfig("Pynq-Z1", 3000.0, ("lut=0.5x",))
+
+
 def test_unreachable_budget_is_one_error_before_any_point(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], small_front: tuple[Path, list[dict[str, Any]], list[str]]
 ) -> None:

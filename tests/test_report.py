@@ -73,13 +73,6 @@ def cnv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build(ckpt, root / "cnv", 20000)
 
 
-def _copy(build: Path, tmp_path: Path) -> Path:
-    """A private copy of a build to damage or extend (the ONNX graphs keep absolute code paths)."""
-    dst = tmp_path / build.name
-    shutil.copytree(build, dst)
-    return dst
-
-
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -125,7 +118,7 @@ def test_tables_hold_finn_numbers(which: str, request: pytest.FixtureRequest) ->
 def test_accuracy_and_pfr_from_checkpoint_then_simulator(tfc_pruned: Path, tmp_path: Path) -> None:
     b = read_build(tfc_pruned)
     assert (b.quality.accuracy, b.quality.pfr, b.quality.source) == (0.9, 0.15, "checkpoint (tfc_pruned.pt)")
-    d = _copy(tfc_pruned, tmp_path)
+    d = copy_build(tfc_pruned, tmp_path / tfc_pruned.name)
     (d / "sim.json").write_text(json.dumps({"accuracy": 0.8125, "n": 16, "agree_with_torch": 1.0}))
     b = read_build(d)
     assert (b.quality.accuracy, b.quality.n, b.quality.pfr) == (0.8125, 16, 0.15)
@@ -165,7 +158,7 @@ def test_report_side_by_side_and_html_inline(tfc: Path, tfc_pruned: Path, tmp_pa
 
 # ---------------------------------------------------------------- errors name the file
 def test_missing_report_file_is_named(tfc: Path, tmp_path: Path) -> None:
-    d = _copy(tfc, tmp_path)
+    d = copy_build(tfc, tmp_path / tfc.name)
     (d / "report" / "estimate_layer_cycles.json").unlink()
     out = tmp_path / "r"
     with pytest.raises(BnnflowError, match=re.escape(str(d / "report" / "estimate_layer_cycles.json")) + ": missing"):
@@ -190,7 +183,7 @@ def test_missing_report_file_is_named(tfc: Path, tmp_path: Path) -> None:
     ],
 )
 def test_malformed_report_file_is_named(tfc: Path, tmp_path: Path, name: str, content: str, what: str) -> None:
-    d = _copy(tfc, tmp_path)
+    d = copy_build(tfc, tmp_path / tfc.name)
     (d / "report" / name).write_text(content)
     with pytest.raises(BnnflowError) as err:
         read_build(d)
@@ -199,7 +192,7 @@ def test_malformed_report_file_is_named(tfc: Path, tmp_path: Path, name: str, co
 
 # ---------------------------------------------------------------- post-synthesis
 def _with_synth(tfc: Path, tmp_path: Path) -> Path:
-    d = _copy(tfc, tmp_path)
+    d = copy_build(tfc, tmp_path / tfc.name)
     for f in FIXTURES.iterdir():
         shutil.copy(f, d / "report" / f.name)
     return d

@@ -27,6 +27,9 @@ def test_short_training_lowers_the_loss_and_learns(tmp_path: Path) -> None:
     losses = [h["loss"] for h in meta["history"]]
     assert losses[-1] < losses[0]
     assert meta["n"] == 10000 and meta["accuracy"] > 0.5  # far above chance after 4500 samples
+    from bnnflow.train import machine
+
+    assert meta["hardware"] == [machine(torch.device("cpu"))] and "threads" in meta["hardware"][0]
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
@@ -268,3 +271,90 @@ def test_sigterm_stops_a_run_with_one_line_and_frees_its_folder(tmp_path: Path) 
     assert state["epoch"] >= 1
     resumed = train(_cfg(40), out, resume=True, log=lambda _: None, stop_after=1)  # the lock is free again
     assert torch.load(out / "state.pt", weights_only=True)["epoch"] == state["epoch"] + 1 and resumed.is_file()
+
+
+# ---------------------------------------------------------------- full-precision teachers and distillation
+@pytest.fixture(scope="module")
+def float_tfc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A full-precision TFC (``bnnflow train --float``) on the runs' 1,500 images."""
+    return train(_cfg(2, precision="float"), tmp_path_factory.mktemp("fp") / "run", log=lambda _: None)
+
+
+def test_float_twin_is_the_same_net_without_quantizers() -> None:
+    """The float twin is the Brevitas TFC with real weights and hardtanh for each sign, on the same
+    parameters: the layers computed by hand from them give the same logits, and its gradients
+    reach the Brevitas net's parameters."""
+    import torch.nn.functional as F
+
+    import models
+    from models import fastpath
+
+    torch.manual_seed(0)
+    net = models.build("tfc", [16, 12, 10]).eval()
+    for unit in net.units:  # BatchNorm statistics away from the defaults
+        unit.bn.running_mean.uniform_(-3, 3)
+        unit.bn.running_var.uniform_(0.5, 4)
+    x = torch.rand(5, 1, 28, 28)
+    h = net.input_quant(net.preprocess(x.flatten(1)))  # the 8-bit input quantizer stays
+    h = getattr(h, "value", h)
+    for unit in net.units:
+        h = F.hardtanh(unit.bn(F.linear(h, unit.weight_layer.weight)))
+    by_hand = F.linear(h, net.classifier.weight_layer.weight) * net.classifier.log_scale.exp()
+    fp = fastpath.twin(net, "float").eval()
+    assert torch.allclose(fp(x), by_hand, atol=1e-5)
+    assert not torch.allclose(fp(x), fastpath.twin(net).eval()(x), atol=1e-2)  # not the binary network
+    fp(x).sum().backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters() if p.ndim == 2)
+    with pytest.raises(ValueError, match="precision 'half'"):
+        fastpath.twin(net, "half")
+
+
+def test_float_run_is_a_teacher_never_a_w1a1_network(
+    float_tfc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = checkpoint.read_raw(float_tfc)
+    assert checkpoint.precision(raw) == "float" and raw["meta"]["n"] == 10000
+    binary = train(_cfg(2), tmp_path / "bin", log=lambda _: None)
+    # the same 2 epochs on the same images: the real-valued net is the stronger one (a teacher)
+    assert raw["meta"]["accuracy"] > checkpoint.read_raw(binary)["meta"]["accuracy"]
+    assert cli.main(["info", str(float_tfc)]) == 0
+    assert "full precision" in capsys.readouterr().out
+    for argv in (
+        ["eval", str(float_tfc), "--limit", "10"],
+        ["export", str(float_tfc), "--out", str(tmp_path / "b.onnx")],
+        ["prune", str(float_tfc), "--target-pfr", "0.5", "--out", str(tmp_path / "p.pt")],
+        ["build", str(float_tfc), "--board", "Pynq-Z1", "--target-fps", "1000", "--out", str(tmp_path / "b")],
+    ):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "a full-precision network (bnnflow train --float)" in err, (argv, err)
+        assert not [p.name for p in tmp_path.iterdir() if p.name != "bin"]
+
+
+def test_distillation_from_a_float_teacher(float_tfc: Path, tmp_path: Path) -> None:
+    """--teacher changes the steps by exactly its loss term: at weight 0 the run equals one without a
+    teacher bit for bit, at weight 1 it differs; a distilled run resumes exactly and refuses another teacher."""
+
+    def weights(path: Path) -> dict[str, torch.Tensor]:
+        return checkpoint.read_raw(path)["state_dict"]
+
+    plain = weights(train(_cfg(2), tmp_path / "plain", log=lambda _: None))
+    zero = weights(train(_cfg(2, teacher=str(float_tfc), kd_weight=0.0), tmp_path / "zero", log=lambda _: None))
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    kd = _cfg(2, teacher=str(float_tfc))
+    straight = train(kd, tmp_path / "kd", log=lambda _: None)
+    assert not all(torch.equal(plain[k], weights(straight)[k]) for k in plain)
+    assert checkpoint.read_raw(straight)["meta"]["teacher_sha256"]
+    train(kd, tmp_path / "kd2", log=lambda _: None, stop_after=1)
+    resumed = train(kd, tmp_path / "kd2", resume=True, log=lambda _: None)
+    assert all(torch.equal(weights(straight)[k], weights(resumed)[k]) for k in plain)
+    train(kd, tmp_path / "kd3", log=lambda _: None, stop_after=1)
+    other = tmp_path / "plain" / "model.pt"  # a binary TFC: a teacher too, but not this run's
+    with pytest.raises(BnnflowError, match="started with another --teacher"):
+        train(_cfg(2, teacher=str(other)), tmp_path / "kd3", resume=True, log=lambda _: None)
+    import models
+
+    cifar = tmp_path / "cnv.pt"
+    checkpoint.save(models.build("cnv", SMALL_WIDTHS["cnv"]), {}, cifar)
+    with pytest.raises(BnnflowError, match="--teacher .*: a cnv on cifar10, this run trains on mnist"):
+        train(_cfg(1, teacher=str(cifar)), tmp_path / "kd4", log=lambda _: None)
