@@ -292,6 +292,7 @@ class Pruner:
             self.teacher.eval()
             teacher_logits = [self.teacher(x) for x, _ in data.batches(probe, 500, shuffle=False)]
         curves: dict[str, dict[int, float]] = {}
+        t0 = time.time()
         for i, (layer, gate) in enumerate(self.gates):
             n = self.original[layer.name]
             counts = allocation.probe_counts(n, G)
@@ -304,6 +305,12 @@ class Pruner:
                 gate.fix(baselines.top_k_mask(ranking, k))
                 curves[layer.name][k] = self._probe_loss(probe, teacher_logits)
             gate.reset(self.cfg.gate_init)
+            c = curves[layer.name]
+            self.log(
+                f"  allocation probe {i + 1}/{len(self.names)} {layer.name}: loss {c[counts[-1]]:.4f} with "
+                f"{counts[-1]} kept, {c[counts[0]]:.4f} with {counts[0]} ({len(counts)} counts) "
+                f"[{time.time() - t0:.0f}s]"
+            )
         if fit is not None:
             return self._allocate_fit(curves, *fit)
         uniform = dict(self.targets)
