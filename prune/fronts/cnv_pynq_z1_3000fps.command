@@ -1,0 +1,1 @@
+models/zoo/cnv_w1a1.pt --board Pynq-Z1 --target-fps 3000 --budgets lut=0.8x,bram=0.8x lut=0.7x,bram=0.7x lut=0.6x,bram=0.6x lut=0.5x,bram=0.5x lut=0.4x,bram=0.4x --seeds 0,1 --granularity 16 --stage-samples 2000 --finetune-epochs 1 --holdout 5000 --eval-limit 1000 --workers 2
