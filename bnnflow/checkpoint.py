@@ -112,7 +112,7 @@ def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
         "state_dict": not isinstance(obj["state_dict"], dict)
         or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj["state_dict"].items()),
         "meta": not isinstance(obj["meta"], dict),
-        "precision": obj.get("precision", "binary") not in PRECISIONS,
+        "precision": precision(obj) not in PRECISIONS,
     }
     wrong = [k for k, v in bad.items() if v]
     if wrong:

@@ -21,8 +21,9 @@ Brevitas network; only the training steps run through the twin.
 ``precision="float"`` gives the full-precision network of the same topology
 and parameters instead: latent weights used as they are, ``hardtanh`` for
 each sign activation, the input quantizer (1-bit for the MNIST nets) kept,
-since it defines the data the network sees. It is what ``bnnflow train --float`` trains, a teacher for
-distilling the binary network (``--teacher``), never a network to build.
+since it defines the data the network sees. It is what ``bnnflow train
+--float`` trains, a teacher for distilling the binary network
+(``--teacher``), never a network to build.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def twin(model: BinaryNet, precision: str = "binary") -> nn.Module:
     if precision not in _REPLACEMENTS:
         raise ValueError(f"fastpath: precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     conv, linear, sign = _REPLACEMENTS[precision]
+    keep_input = precision == "float"  # the 1-bit input quantizer defines the data; only the binary twin may swap it
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     clone = copy.deepcopy(model, shared)
     replaced: list[str] = []
@@ -166,11 +168,7 @@ def twin(model: BinaryNet, precision: str = "binary") -> nn.Module:
             _check_supported(name, module)
             setattr(parent, attr, linear(module))
             replaced.append(name)
-        elif (
-            isinstance(module, QuantIdentity)
-            and _is_sign_act(module)
-            and not (sign is nn.Hardtanh and name == "input_quant")
-        ):
+        elif isinstance(module, QuantIdentity) and _is_sign_act(module) and not (keep_input and name == "input_quant"):
             setattr(parent, attr, sign())
             replaced.append(name)
     return clone

@@ -307,6 +307,9 @@ def test_float_twin_is_the_same_net_without_quantizers() -> None:
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in net.parameters() if p.ndim == 2)
     with pytest.raises(ValueError, match="precision 'half'"):
         fastpath.twin(net, "half")
+    from bnnflow.train_config import PRECISIONS
+
+    assert fastpath.PRECISIONS == PRECISIONS  # the torch-free config lists what the twin builds
 
 
 def test_float_run_is_a_teacher_never_a_w1a1_network(
