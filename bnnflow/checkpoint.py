@@ -18,6 +18,8 @@ build); a checkpoint without the entry is binary.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -134,14 +136,21 @@ def _check_raw(obj: Any, origin: str) -> dict[str, Any]:
 
 def read_raw(path: Path | str) -> dict[str, Any]:
     """Load a checkpoint dict safely and check that it is one of ours."""
+    return read_raw_hashed(path)[0]
+
+
+def read_raw_hashed(path: Path | str) -> tuple[dict[str, Any], str]:
+    """:func:`read_raw` and the SHA-256 of the very bytes it loaded (one read: a file replaced
+    between hashing and loading cannot be recorded under another file's hash)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
+    data = path.read_bytes()
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or corrupt files
         raise _torch_load_error(path, exc) from None
-    return _check_raw(obj, str(path))
+    return _check_raw(obj, str(path)), hashlib.sha256(data).hexdigest()
 
 
 def check_architecture(arch: str, widths: Any, origin: str) -> dict[str, torch.Size]:

@@ -92,15 +92,7 @@ def _train_opts(p: argparse.ArgumentParser) -> None:
         default=None,
         help="distil this checkpoint's logits (e.g. a --float run's model.pt on the same data set)",
     )
-    p.add_argument(
-        "--kd-weight",
-        type=v.arg_float(0.0),
-        default=TrainConfig.kd_weight,
-        help="with --teacher: weight of the distillation term",
-    )
-    p.add_argument(
-        "--kd-temp", type=v.arg_float(0.0, lo_open=True), default=TrainConfig.kd_temp, help="distillation temperature"
-    )
+    v.add_kd_options(p, TrainConfig.kd_weight, TrainConfig.kd_temp, "with --teacher: weight of the distillation term")
     v.add_data_dir_option(p)
 
 

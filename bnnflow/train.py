@@ -40,7 +40,6 @@ import models
 from bnnflow import checkpoint, data, outdir
 from bnnflow.errors import BnnflowError
 from bnnflow.evaluate import accuracy
-from bnnflow.files import sha256_file
 from bnnflow.losses import distillation
 from bnnflow.progress import progress
 from bnnflow.train_config import TrainConfig
@@ -172,7 +171,7 @@ def _teacher_loss(
 ) -> tuple[Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], str]:
     """The distillation loss against ``cfg.teacher`` and the teacher file's SHA-256."""
     assert cfg.teacher is not None
-    raw = checkpoint.read_raw(cfg.teacher)
+    raw, sha = checkpoint.read_raw_hashed(cfg.teacher)
     teacher, _ = checkpoint.from_dict(raw, cfg.teacher, allow_float=True)
     if teacher.dataset != dataset:
         raise BnnflowError(
@@ -190,7 +189,7 @@ def _teacher_loss(
             t = forward(inputs)
         return distillation(logits, labels, t, cfg.kd_weight, cfg.kd_temp)
 
-    return loss_fn, sha256_file(Path(cfg.teacher))
+    return loss_fn, sha
 
 
 def _load_state(state_path: Path, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:

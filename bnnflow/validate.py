@@ -109,6 +109,12 @@ def arg_list(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
     return convert
 
 
+def add_kd_options(p: argparse.ArgumentParser, weight: float, temp: float, weight_help: str) -> None:
+    """``--kd-weight`` and ``--kd-temp``, checked alike by training and pruning, which share the loss."""
+    p.add_argument("--kd-weight", type=arg_float(0.0), default=weight, help=weight_help)
+    p.add_argument("--kd-temp", type=arg_float(0.0, lo_open=True), default=temp, help="distillation temperature")
+
+
 def add_data_dir_option(p: argparse.ArgumentParser) -> None:
     """``--data-dir``, the same for every command that reads a data set."""
     p.add_argument(

@@ -129,12 +129,7 @@ def _opts(p: argparse.ArgumentParser) -> None:
         help="keep the last N training images out of every training step; the fine-tune then "
         "ends with its best epoch on them instead of its last (0: off)",
     )
-    p.add_argument(
-        "--kd-weight", type=v.arg_float(0), default=PruneConfig.kd_weight, help="distillation weight (0: off)"
-    )
-    p.add_argument(
-        "--kd-temp", type=v.arg_float(0, lo_open=True), default=PruneConfig.kd_temp, help="distillation temperature"
-    )
+    v.add_kd_options(p, PruneConfig.kd_weight, PruneConfig.kd_temp, "distillation weight (0: off)")
     p.add_argument(
         "--sparsity", type=v.arg_float(0), default=PruneConfig.sparsity, help="kept-filter penalty lambda (0: off)"
     )
