@@ -264,6 +264,10 @@ def read_train_state(path: Path | str, state_format: str, map_location: Any = "c
     cfg = state["config"]
     if not isinstance(cfg.get("arch"), str) or not isinstance(cfg.get("epochs"), int):
         raise BnnflowError(f"{path}: damaged training state: its config lacks arch or epochs; {hint}")
+    if not isinstance(state.get("init_from"), (dict, type(None))):
+        raise BnnflowError(
+            f"{path}: damaged training state: its 'init_from' entry is {type(state['init_from']).__name__}; {hint}"
+        )
     if not isinstance(state.get("best"), (dict, type(None))):
         raise BnnflowError(
             f"{path}: damaged training state: its 'best' entry is {type(state['best']).__name__}; {hint}"

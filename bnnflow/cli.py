@@ -164,8 +164,13 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "wall_time_s": meta.get("wall_time_s"),
         "train": meta.get("train"),
     }
-    if "pruning" in meta:
-        info.update(meta["pruning"])
+    init = meta.get("init_from")
+    if isinstance(init, dict):
+        info["init_from"] = init
+    # a pruned network trained further by `bnnflow train --init-from` is still that pruned network
+    pruning = meta.get("pruning") or (init.get("pruning") if isinstance(init, dict) else None)
+    if isinstance(pruning, dict):
+        info.update(pruning)
     return info
 
 
@@ -183,6 +188,8 @@ def _info(a: argparse.Namespace) -> int:
         print(f"  accuracy: {acc:.4f} on {info['n']} test images" if acc is not None else "  accuracy: -")
         if info.get("pfr") is not None:
             print(f"  pruned: {info['method']} PFR {info['pfr']:.4f}")
+        if "init_from" in info:
+            print(f"  trained from: {info['init_from']['file']} (SHA-256 {info['init_from']['sha256'][:12]})")
     return 0
 
 

@@ -261,10 +261,16 @@ def _train(
     test_split = data.load(dataset, "test", cfg.data_dir)
     monitor_split = test_split.subset(cfg.eval_limit)
 
+    init_info: dict[str, Any] | None = None  # where the weights came from, kept in every checkpoint
     if init_from is not None:
-        model, _ = checkpoint.load(init_from, allow_float=True)  # float weights: two-step training
+        raw, init_sha = checkpoint.read_raw_hashed(init_from)
+        model, init_meta = checkpoint.from_dict(raw, str(init_from), allow_float=True)  # float: two-step training
         if model.arch != cfg.arch:
             raise BnnflowError(f"{init_from}: holds a {model.arch}, not a {cfg.arch}")
+        # a pruned network keeps its pruning record: fine-tuning it longer does not make it unpruned
+        init_info = {"file": Path(init_from).name, "sha256": init_sha, "widths": list(model.widths)}
+        if "pruning" in init_meta:
+            init_info["pruning"] = init_meta["pruning"]
     else:
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.arch, cfg.widths)
@@ -273,6 +279,7 @@ def _train(
         model, _ = checkpoint.from_dict(state["checkpoint"], str(state_path), allow_float=True)
         start_epoch, history, wall = state["epoch"], list(state["history"]), float(state["wall_time_s"])
         best = state.get("best")
+        init_info = state.get("init_from")
         log(f"resuming {cfg.arch} from epoch {start_epoch} ({state_path})")
     elif resume:
         log(f"no {state_path} yet: starting from scratch")
@@ -322,6 +329,8 @@ def _train(
         }
         if teacher_sha is not None:
             meta["teacher_sha256"] = teacher_sha
+        if init_info is not None:
+            meta["init_from"] = init_info
         improved = holdout is None or best is None or row["holdout_acc"] > best["holdout_acc"]
         if improved:
             best = {"epoch": epoch + 1, "holdout_acc": row.get("holdout_acc")}
@@ -340,6 +349,7 @@ def _train(
                 "checkpoint": ckpt,
                 "best": best,
                 "teacher_sha256": teacher_sha,
+                "init_from": init_info,
             },
             state_path,
         )

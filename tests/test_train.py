@@ -361,3 +361,22 @@ def test_distillation_from_a_float_teacher(float_tfc: Path, tmp_path: Path) -> N
     checkpoint.save(models.build("cnv", SMALL_WIDTHS["cnv"]), {}, cifar)
     with pytest.raises(BnnflowError, match="--teacher .*: a cnv on cifar10, this run trains on mnist"):
         train(_cfg(1, teacher=str(cifar)), tmp_path / "kd4", log=lambda _: None)
+
+
+def test_fine_tuning_a_pruned_network_keeps_its_pruning_record(tmp_path: Path) -> None:
+    """`bnnflow train --init-from PRUNED` trains the pruned widths and records where its weights came
+    from, across a resume, so that `bnnflow info` still reports the pruning of the result."""
+    from bnnflow.cli import checkpoint_info
+    from bnnflow.files import sha256_file
+
+    pruned = Path("models/zoo/lfc_w1a1_pruned.pt")
+    raw = checkpoint.read_raw(pruned)
+    cfg = _cfg(2, arch="lfc", lr=0.001)
+    train(cfg, tmp_path / "ft", init_from=pruned, log=lambda _: None, stop_after=1)
+    out = train(cfg, tmp_path / "ft", init_from=pruned, resume=True, log=lambda _: None)
+    meta = checkpoint.read_raw(out)["meta"]
+    assert list(checkpoint.read_raw(out)["widths"]) == list(raw["widths"])
+    assert meta["init_from"]["sha256"] == sha256_file(pruned)
+    assert meta["init_from"]["pruning"] == raw["meta"]["pruning"]
+    info = checkpoint_info(out)
+    assert info["pfr"] == raw["meta"]["pruning"]["pfr"] and info["epochs"] == 2
