@@ -116,12 +116,23 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if not line.strip():  # the first processor's block is enough
                 break
-    return f"{cpu}, {torch.get_num_threads()} threads"
+    cpu = fields.get("model name", cpu)
+    # "AMD EPYC" names CPUs whose float kernels differ (AVX-512 or not): a run's numbers can only be
+    # compared bit for bit with another run's on the same family and vector width
+    flags = set(fields.get("flags", "").split())
+    detail: list[str] = []
+    if "cpu family" in fields and "model" in fields:
+        detail.append(f"family {fields['cpu family']} model {fields['model']}")
+    detail += [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags][:1]
+    about = f" ({', '.join(detail)})" if detail else ""
+    return f"{cpu}{about}, {torch.get_num_threads()} threads"
 
 
 def pick_device() -> torch.device:
@@ -282,7 +293,7 @@ def _train(
         init_info = state.get("init_from")
         log(f"resuming {cfg.arch} from epoch {start_epoch} ({state_path})")
     elif resume:
-        log(f"no {state_path} yet: starting from scratch")
+        log(f"no {state_path} yet: starting at epoch 1" + (f" from {init_from}" if init_from is not None else ""))
     model.to(device)
     forward, evaluate, channels_last = _step_forward(model, cfg)
     loss_fn, teacher_sha = _teacher_loss(cfg, dataset, device, channels_last) if cfg.teacher else (None, None)

@@ -243,6 +243,9 @@ def run_point(
 ) -> dict[str, Any]:
     """Prune, fine-tune, build and simulate one point; write and return its record. Resumes a
     point interrupted before (pruning state, finished build). Its output goes to its log file."""
+    import torch
+
+    from bnnflow.train import machine
     from prune.pipeline import prune_checkpoint
     from reports.sweep import run_builds
 
@@ -254,7 +257,6 @@ def run_point(
     work.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         import numba
-        import torch
 
         torch.set_num_threads(threads)
         # numba fills its config module at run time, so its types lack the setting
@@ -318,6 +320,8 @@ def run_point(
         "wall_time_s": round(time.time() - t0, 1),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": os.uname().nodename,
+        # float kernels differ between CPU families: a point recomputed elsewhere is another sample
+        "machine": machine(torch.device("cpu")),
         "pid": os.getpid(),
     }
     text = json.dumps(rec, indent=2, sort_keys=True)
