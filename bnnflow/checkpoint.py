@@ -238,6 +238,18 @@ def load(path: Path | str, allow_float: bool = False) -> tuple[BinaryNet, dict[s
     return from_dict(read_raw(path), str(path), allow_float)
 
 
+def load_for_inference(path: Path | str) -> tuple[BinaryNet, dict[str, Any]]:
+    """:func:`load` with the sign thresholds snapped between accumulator values
+    (:func:`models.thresholds.snap_thresholds`): the network that export builds and that
+    evaluation and the simulator's reference run, so that PyTorch's float32 agrees with the
+    accelerator's integer thresholds on every input."""
+    from models.thresholds import snap_thresholds
+
+    model, meta = load(path)
+    snap_thresholds(model)
+    return model, meta
+
+
 def read_train_state(path: Path | str, state_format: str, map_location: Any = "cpu") -> dict[str, Any]:
     """The ``state.pt`` of ``bnnflow train``, checked before ``--resume`` trusts its entries: the
     types of its entries, its checkpoint (as :func:`from_dict` checks one) and its optimizer state."""

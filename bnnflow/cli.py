@@ -205,7 +205,7 @@ def _eval(a: argparse.Namespace) -> int:
     from bnnflow import checkpoint, data
     from bnnflow.evaluate import accuracy
 
-    model, meta = checkpoint.load(a.checkpoint)
+    model, meta = checkpoint.load_for_inference(a.checkpoint)
     split = data.load(model.dataset, "test", a.data_dir).subset(a.limit)
     acc = accuracy(model, split, show_progress=not a.json)
     out = {

@@ -119,7 +119,7 @@ def export(ckpt: Path, out: Path, n_check: int = 200, data_dir: Path | None = No
     """
     if isinstance(n_check, bool) or not isinstance(n_check, int) or n_check < 0:
         raise BnnflowError(f"--check must be a whole number >= 0 (0: no check), got {n_check!r}")
-    model, _ = checkpoint.load(ckpt)
+    model, _ = checkpoint.load_for_inference(ckpt)
     out = Path(out)
     check_output_file(out, "--out")
     with atomic_path(out) as tmp:

@@ -97,7 +97,7 @@ def torch_top1(ckpt: Path, images: np.ndarray, batch_size: int = 500) -> np.ndar
 
     from bnnflow import checkpoint
 
-    model, _ = checkpoint.load(ckpt)
+    model, _ = checkpoint.load_for_inference(ckpt)
     preds = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
