@@ -3,7 +3,7 @@
 #   docker build -t bnnflow .                      # runtime image (CPU only)
 #   docker run --rm bnnflow --help                  # the entry point is `bnnflow`
 #   docker run --rm -v /path/to/data:/data -v "$PWD/out:/out" bnnflow \
-#       build /opt/bnnflow/models/zoo/cnv_w1a1_pruned.pt --board Pynq-Z1 --target-fps 1000 --out /out/cnv
+#       build /opt/bnnflow/models/zoo/cnv_w1a1_fit.pt --board Pynq-Z1 --target-fps 1000 --out /out/cnv
 #   docker run --rm -v /path/to/data:/data -v "$PWD/out:/out" bnnflow sim /out/cnv --json
 #
 # Stages: `runtime` (the default, last but one) and `selftest`, which builds

@@ -4,9 +4,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 BOARD   ?= Pynq-Z1
-# build-pynq builds the shipped pruned CNV when present, else the unpruned one. At 3000 FPS
-# (100 MHz) FINN estimates about half of the xc7z020's LUTs and BRAM18 for CNV.
-MODEL   ?= $(if $(wildcard models/zoo/cnv_w1a1_pruned.pt),models/zoo/cnv_w1a1_pruned.pt,models/zoo/cnv_w1a1.pt)
+# build-pynq builds the shipped CNV pruned to fit Pynq-Z1 when present, else the unpruned one.
+# At 3000 FPS (100 MHz) FINN estimates about half of the xc7z020's LUTs and BRAM18 for CNV.
+MODEL   ?= $(if $(wildcard models/zoo/cnv_w1a1_fit.pt),models/zoo/cnv_w1a1_fit.pt,models/zoo/cnv_w1a1.pt)
 TARGET_FPS ?= 3000
 OUT     ?= build
 
@@ -56,7 +56,7 @@ build-pynq: $(STAMP)
 # side by side (reports/cnv/report.md, .html, PNGs), plus a throughput sweep of both
 # (equal FPS and equal resources; reports/cnv/sweep/). No Vivado needed.
 CNV        ?= models/zoo/cnv_w1a1.pt
-CNV_PRUNED ?= models/zoo/cnv_w1a1_pruned.pt
+CNV_PRUNED ?= models/zoo/cnv_w1a1_fit.pt
 REPORT_OUT ?= reports/cnv
 SWEEP_FPS  ?= 1000,2000,4000
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
-PREFERRED = "cnv_w1a1_pruned.pt"
+PREFERRED = "cnv_w1a1_fit.pt"
 
 
 def pick_checkpoint(zoo: Path) -> Path:
