@@ -233,6 +233,16 @@ def from_dict(
     return model, dict(obj["meta"])
 
 
+def pruning_record(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The pruning a checkpoint's network carries: its own, or, for a network trained further with
+    ``bnnflow train --init-from`` (any number of times), the one its starting point carried."""
+    pruning = meta.get("pruning")
+    if isinstance(pruning, dict):
+        return pruning
+    init = meta.get("init_from")
+    return pruning_record(init) if isinstance(init, dict) else None
+
+
 def load(path: Path | str, allow_float: bool = False) -> tuple[BinaryNet, dict[str, Any]]:
     """Load a checkpoint file; returns (model in eval mode, meta)."""
     return from_dict(read_raw(path), str(path), allow_float)

@@ -167,9 +167,8 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     init = meta.get("init_from")
     if isinstance(init, dict):
         info["init_from"] = init
-    # a pruned network trained further by `bnnflow train --init-from` is still that pruned network
-    pruning = meta.get("pruning") or (init.get("pruning") if isinstance(init, dict) else None)
-    if isinstance(pruning, dict):
+    pruning = checkpoint.pruning_record(meta)
+    if pruning is not None:
         info.update(pruning)
     return info
 

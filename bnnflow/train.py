@@ -280,8 +280,9 @@ def _train(
             raise BnnflowError(f"{init_from}: holds a {model.arch}, not a {cfg.arch}")
         # a pruned network keeps its pruning record: fine-tuning it longer does not make it unpruned
         init_info = {"file": Path(init_from).name, "sha256": init_sha, "widths": list(model.widths)}
-        if "pruning" in init_meta:
-            init_info["pruning"] = init_meta["pruning"]
+        pruning = checkpoint.pruning_record(init_meta)
+        if pruning is not None:
+            init_info["pruning"] = pruning
     else:
         torch.manual_seed(cfg.seed)
         model = models.build(cfg.arch, cfg.widths)

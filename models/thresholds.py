@@ -107,11 +107,12 @@ def float32_disagreements(net: BinaryNet, reach: int = 2) -> list[tuple[str, int
             offsets = torch.arange(-reach, reach + 1, dtype=torch.float64)
             xs = (torch.round(t / su.step)[None, :] + offsets[:, None]) * su.step  # (values, channels)
             exact = torch.where(gamma > 0, xs >= t, xs <= t)
-            bn = su.unit.bn.eval()
-            x32 = xs.float()
-            if isinstance(bn, torch.nn.BatchNorm2d):
-                x32 = x32[:, :, None, None]
-            got = (bn(x32).reshape(xs.shape) >= 0) | (gamma == 0)[None, :]
+            bn = su.unit.bn
+            # the inference rule by itself, so that a net in training mode stays in it
+            y32 = torch.nn.functional.batch_norm(
+                xs.float(), bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps
+            )
+            got = (y32 >= 0) | (gamma == 0)[None, :]
             want = exact | (gamma == 0)[None, :]
             bad += [(su.name, int(c)) for c in torch.nonzero((got != want).any(0)).flatten()]
     return bad

@@ -86,3 +86,12 @@ def test_inference_loads_the_snapped_network(tmp_path: Path) -> None:
     assert all(
         torch.equal(a, b) for a, b in zip(plain.state_dict().values(), snapped.state_dict().values(), strict=True)
     )
+
+
+def test_checks_leave_a_training_net_in_training_mode() -> None:
+    net = models.build("tfc", [256, 256, 256]).train()
+    _near_ties(net.binary_units()[1], seed=1)
+    assert float32_disagreements(net)
+    assert all(m.training for m in net.modules())
+    assert sign_units(net)
+    assert all(m.training for m in net.modules())

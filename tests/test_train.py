@@ -380,3 +380,7 @@ def test_fine_tuning_a_pruned_network_keeps_its_pruning_record(tmp_path: Path) -
     assert meta["init_from"]["pruning"] == raw["meta"]["pruning"]
     info = checkpoint_info(out)
     assert info["pfr"] == raw["meta"]["pruning"]["pfr"] and info["epochs"] == 2
+    # fine-tuned again: the record passes through every generation
+    again = train(_cfg(1, arch="lfc", lr=0.001), tmp_path / "ft2", init_from=out, log=lambda _: None)
+    assert checkpoint.read_raw(again)["meta"]["init_from"]["pruning"] == raw["meta"]["pruning"]
+    assert checkpoint_info(again)["pfr"] == raw["meta"]["pruning"]["pfr"]
