@@ -104,6 +104,12 @@ def _opts(p: argparse.ArgumentParser) -> None:
         help="learning rate of the gate parameters",
     )
     p.add_argument(
+        "--gate-noise",
+        type=v.arg_float(0),
+        default=PruneConfig.gate_noise,
+        help="gate parameters start at gate init plus seeded uniform noise of this size (0: equal starts)",
+    )
+    p.add_argument(
         "--lr-main",
         type=v.arg_float(0, lo_open=True),
         default=PruneConfig.lr_main,
@@ -166,6 +172,7 @@ def _prune(a: argparse.Namespace) -> int:
         main_epochs=a.stage_epochs,
         batch_size=a.batch_size,
         lr_sub=a.lr_sub,
+        gate_noise=a.gate_noise,
         lr_main=a.lr_main,
         kd_weight=a.kd_weight,
         kd_temp=a.kd_temp,

@@ -33,6 +33,7 @@ class PruneConfig:
     kd_temp: float = 4.0
     sparsity: float = 0.0  # lambda of the kept-filter penalty lambda * sum_k g_k
     gate_init: float = 1e-3  # m_k starts here: slightly positive, every filter kept
+    gate_noise: float = 0.0  # ... plus seeded uniform noise in [-gate_noise, gate_noise] (the authors' code: 1e-4)
     allocation: str = "uniform"  # per-layer counts of a global target: one of ALLOCATIONS (prune.allocation)
     fit_board: str | None = None  # allocation "fit": the board whose budget the pruned design must meet
     fit_fps: float | None = None  # ... at this target FPS
@@ -66,6 +67,11 @@ class PruneConfig:
             self.stage_samples is not None and self.stage_samples < 1
         ):
             raise BnnflowError("--stage-samples, --sub-epochs, --stage-epochs and --batch-size must be >= 1")
+        if not 0 <= self.gate_noise < abs(self.gate_init) or self.gate_init == 0:
+            raise BnnflowError(
+                f"gate noise {self.gate_noise} with gate init {self.gate_init}: give a non-zero init and "
+                "a noise of at least 0 below its size, so that every gate starts on the side of its init"
+            )
         if self.finetune_epochs < 0 or self.finetune_lr <= 0:
             raise BnnflowError("--finetune-epochs must be >= 0 and --finetune-lr > 0")
         if self.holdout < 0 or (self.holdout and not self.finetune_epochs):

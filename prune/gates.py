@@ -13,7 +13,11 @@ straight-through gradient tells which closed filter should replace which open
 one. (A kept-filter penalty with a lambda controller instead, tried first,
 closed all gates at once within the few steps a CPU budget allows: under
 Adam every ``m_k`` moves at the same speed.) After the step the K largest
-``m_k`` are kept, which is the open set of the last step.
+``m_k`` are kept, which is the open set of the last step. The ``m_k`` start
+equal by default, so the first open set is the first K filters by index;
+``PruneConfig.gate_noise`` adds seeded noise (:meth:`FilterGate.reset`), as
+the authors' code did, for a random first open set (BENCHMARKS.md, "Where
+the subsidiary step starts", measures both).
 
 How a gate acts **(our choice)**: a forward hook on the unit's BatchNorm
 replaces channel k's pre-activation ``y_k`` by ``g_k * y_k + (1 - g_k) * c_k``.
@@ -106,10 +110,13 @@ class FilterGate(nn.Module):
         self.budget = None
         self.m.requires_grad_(False)
 
-    def reset(self, init: float) -> None:
-        """Back to pass-through with ``m`` at ``init``, as before any training (after a probe)."""
+    def reset(self, init: float, noise: float = 0.0, generator: torch.Generator | None = None) -> None:
+        """Back to pass-through with ``m`` at ``init`` (plus uniform noise in ``[-noise, noise]``
+        drawn from ``generator``), as before any training."""
         with torch.no_grad():
             self.m.fill_(float(init))
+            if noise > 0:
+                self.m.add_(torch.empty_like(self.m).uniform_(-noise, noise, generator=generator))
         self.keep.fill_(True)
         self.mode.fill_(OPEN)
         self.budget = None

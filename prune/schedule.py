@@ -247,6 +247,9 @@ class Pruner:
         """Train only layer i's gates (``budget`` of them open), the main network frozen."""
         layer, gate = self.gates.at(i)
         _set_trainable(self.net, self.gates, None)
+        gate.reset(
+            self.cfg.gate_init, self.cfg.gate_noise, torch.Generator().manual_seed(self.cfg.seed * 15485863 + stage_no)
+        )
         gate.learn(budget=budget)
         base = distillation_loss(self.teacher, self.cfg)
 

@@ -140,6 +140,35 @@ def test_budgeted_gates_keep_exactly_the_target_open() -> None:
     assert gate.values().detach().tolist() == [1.0] * 8 + [0.0] * (gate.m.numel() - 8)
 
 
+def test_gate_noise_makes_the_first_open_set_random_and_seeded() -> None:
+    """From a common start the budgeted gates open the first K filters by index; with the noise
+    (``--gate-noise``) the first open set is a seeded random one and every gate stays on the side
+    of its init (all open when not budgeted)."""
+    cfg = PruneConfig(method="subsidiary", target_pfr=0.5, gate_noise=1e-4)
+    _, gate = next(iter(GateSet(_random_net("tfc"))))
+    n = gate.m.numel()
+
+    def first_open(seed: int) -> torch.Tensor:
+        gate.reset(cfg.gate_init, cfg.gate_noise, torch.Generator().manual_seed(seed))
+        assert bool((gate.m > 0).all())
+        gate.learn(budget=n // 2)
+        return gate.values().detach().bool()
+
+    a, b, c = first_open(0), first_open(0), first_open(1)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a, torch.arange(n) < n // 2)
+    assert 0.3 < float(a[: n // 2].float().mean()) < 0.7  # not the first half by index
+    gate.reset(cfg.gate_init, cfg.gate_noise, torch.Generator().manual_seed(0))
+    gate.learn()
+    assert int(gate.values().detach().sum()) == n
+
+
+@pytest.mark.parametrize(("init", "noise"), [(1e-3, 1e-3), (1e-3, -1e-5), (0.0, 0.0)])
+def test_bad_gate_noise_is_one_clear_error(init: float, noise: float) -> None:
+    with pytest.raises(BnnflowError, match="gate noise"):
+        PruneConfig(method="subsidiary", target_pfr=0.5, gate_init=init, gate_noise=noise).validate()
+
+
 def test_topology_excludes_layer_feeding_the_classifier() -> None:
     assert [layer.name for layer in prunable_layers(models.build("lfc"))] == ["fc1", "fc2"]
     cnv = prunable_layers(models.build("cnv"))
