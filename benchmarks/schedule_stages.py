@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+import models
 from bnnflow import checkpoint
 from bnnflow.evaluate import accuracy
 from prune.config import PruneConfig
@@ -42,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    source = checkpoint.read_raw(a.checkpoint)
-    net, _ = checkpoint.from_dict(source, str(a.checkpoint))
-    widths = dict(zip(net.width_names(), net.widths, strict=True))
+    source = checkpoint.read_raw(a.checkpoint)  # the Pruner builds the network from it
+    widths = dict(zip(models.ARCHS[source["arch"]].width_names(), source["widths"], strict=True))
     kept = {name: int(n) for name, n in (item.split("=") for item in a.kept.split(","))}
     cfg = PruneConfig(
         method=a.method,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_limit=100,
         data_dir=a.data_dir,
     )
-    pruner = Pruner(checkpoint.read_raw(a.checkpoint), cfg, Path("/tmp/selection_start"), log=lambda _s: None)
+    work = tempfile.TemporaryDirectory(prefix="selection-start-")  # the Pruner's work folder, never written here
+    pruner = Pruner(checkpoint.read_raw(a.checkpoint), cfg, work.name, log=lambda _s: None)
     net, teacher, gates = pruner.net, pruner.teacher, pruner.gates
     assert pruner.holdout is not None
     probe = _random_subset(pruner.holdout, SAMPLES, 5)
