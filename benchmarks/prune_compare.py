@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bnnflow import checkpoint
+from bnnflow.files import atomic_write
 from prune.config import METHODS, PruneConfig
 from prune.pipeline import prune_checkpoint
 
@@ -76,7 +77,7 @@ def main() -> None:
                     f"[{time.time() - t0:.0f}s]",
                     flush=True,
                 )
-                (a.out / "compare.json").write_text(json.dumps(rows, indent=2))  # after every run
+                atomic_write(a.out / "compare.json", json.dumps(rows, indent=2))  # after every run
 
     def cell(m: str, p: float) -> str:
         accs = [r["accuracy"] for r in rows if r["method"] == m and r["target_pfr"] == p]

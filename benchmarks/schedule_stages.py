@@ -23,6 +23,7 @@ import torch
 import models
 from bnnflow import checkpoint
 from bnnflow.evaluate import accuracy
+from bnnflow.files import atomic_write
 from prune.config import PruneConfig
 from prune.schedule import Pruner
 
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             pruner.run_stage(stage)
             rows.append({"stage": stage.label(pruner.names), "heldout": accuracy(pruner.net, pruner.holdout)})
             print(json.dumps(rows[-1]), f"[{time.time() - t0:.0f}s]", flush=True)
-    a.out.write_text(
-        json.dumps({"config": vars(a) | {"checkpoint": str(a.checkpoint), "out": str(a.out)}, "rows": rows}, indent=1)
+    atomic_write(
+        a.out,
+        json.dumps({"config": vars(a) | {"checkpoint": str(a.checkpoint), "out": str(a.out)}, "rows": rows}, indent=1),
     )
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from bnnflow import checkpoint, data
+from bnnflow.files import atomic_write
 from prune import baselines
 from prune.config import PruneConfig
 from prune.gates import top_k_mask
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         table[name] = row
         print(name, json.dumps(row), flush=True)
     if a.out is not None:
-        a.out.write_text(json.dumps(table, indent=1))
+        atomic_write(a.out, json.dumps(table, indent=1))
     return 0
 
 
